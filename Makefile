@@ -1,0 +1,38 @@
+# xdpsec developer targets. Everything runs as root on Debian; see README.md.
+GO      ?= go
+CLANG   ?= clang-19
+BENCHTIME ?= 1s
+
+.PHONY: all build generate test bench lint fuzz demo setup clean
+
+all: build
+
+build:
+	$(GO) build -o xdpsec ./cmd/xdpsec
+
+# Regenerate the bpf2go bindings (.o and _bpfel.go, committed) from bpf/*.c.
+generate:
+	cd bpf && BPF2GO_CC=$(CLANG) BPF2GO_STRIP=llvm-strip-19 $(GO) generate ./...
+
+test:
+	$(GO) test -count=1 ./...
+
+# Benchmarks report ratios measured in the same run; see BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	FUZZTIME=$${FUZZTIME:-30s} ./scripts/test.sh
+
+setup:
+	./scripts/setup.sh
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -f xdpsec
