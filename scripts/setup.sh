@@ -11,7 +11,7 @@ packages=(
 	tshark tcpdump                 # independent ESP dissector, captures
 	iperf3                         # throughput through the tunnel
 	linux-perf bpftool             # profiling, BPF inspection
-	make
+	iputils-ping procps libcap2-bin make
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -1,0 +1,58 @@
+package testutil
+
+import (
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestVethPairCarriesTraffic(t *testing.T) {
+	var names []string
+	t.Run("pair", func(t *testing.T) {
+		p := NewVethPair(t)
+		names = []string{p.A.Name, p.B.Name}
+		out := p.A.MustRun(t, "ping", "-c", "1", "-W", "2", p.IPv4B.String())
+		if !strings.Contains(out, "1 received") {
+			t.Fatalf("ping over the pair failed: %s", out)
+		}
+		// A UDP datagram sent from B arrives at a socket opened in A.
+		var conn *net.UDPConn
+		err := p.A.Do(func() error {
+			var err error
+			conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: p.IPv4A.AsSlice(), Port: 4500})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		err = p.B.Do(func() error {
+			c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: p.IPv4A.AsSlice(), Port: 4500})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte{0xff})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 16)
+		n, _, err := conn.ReadFromUDP(buf)
+		if err != nil || n != 1 || buf[0] != 0xff {
+			t.Fatalf("datagram from B: n=%d err=%v", n, err)
+		}
+	})
+	for _, n := range names {
+		if slices.Contains(Leaked(), n) {
+			t.Errorf("namespace %s left behind", n)
+		}
+	}
+	if len(names) != 2 {
+		t.Fatal("subtest did not create the pair")
+	}
+}
