@@ -33,6 +33,9 @@ const (
 	VerdictNATKeepalive
 	// VerdictExpired: the SA reached a hard lifetime limit.
 	VerdictExpired
+	// VerdictNotIPsec: not ESP, AH, UDP-ESP or IKE; ParseOuter's answer
+	// for traffic IPsec leaves alone (the kernel's business).
+	VerdictNotIPsec
 
 	// NumVerdicts is the number of verdicts, for counter arrays.
 	NumVerdicts
@@ -51,6 +54,7 @@ var verdictNames = [NumVerdicts]string{
 	VerdictIKE:          "ike",
 	VerdictNATKeepalive: "nat-keepalive",
 	VerdictExpired:      "expired",
+	VerdictNotIPsec:     "not-ipsec",
 }
 
 func (v Verdict) String() string {

@@ -1,0 +1,45 @@
+// Package ipsec holds the IPsec wire formats and transforms of xdpsec's fast
+// path: ESP (RFC 4303), AH (RFC 4302), UDP encapsulation of ESP (RFC 3948),
+// every algorithm of the Algorithms table, extended sequence numbers and the
+// anti-replay window (package replay). It does no I/O: callers hand it
+// packets in their own buffers.
+//
+// # The pieces
+//
+//   - ParseOuter reads an outer IPv4/IPv6 packet up to and including the
+//     ESP, AH or UDP-ESP header and returns what an SA lookup needs (proto,
+//     SPI, destination, sequence number) or why the packet is not for IPsec
+//     (IKE, NAT keepalive, fragment, malformed, not IPsec). Nobody else parses
+//     these headers.
+//   - NewSA builds an SA from SAParams, validated against the algorithm table
+//     with errors that say what is allowed.
+//   - SA.Encrypt protects an IP packet in place (ESP or AH, transport or
+//     tunnel, with or without UDP encapsulation) and SA.Decrypt checks and
+//     removes the protection, returning a Verdict.
+//   - SelfTest runs the published known-answer vectors of one algorithm.
+//
+// # Buffers
+//
+// Both directions work in place on the caller's frame. A packet is
+// frame[off:off+n]; Encrypt grows it towards the front (headers) and the back
+// (padding, trailer, ICV), so the frame needs SA.Overhead() bytes of headroom
+// before off and of tailroom after off+n (an AF_XDP frame with the packet at
+// XDP_PACKET_HEADROOM 256 and at most 1500 bytes of packet in a 2048-byte
+// frame has room for every SA). Decrypt returns the decapsulated packet as
+// bounds inside the same frame. Neither allocates per packet.
+//
+// # Concurrency
+//
+// An SA is safe for concurrent use by several goroutines: the outbound
+// sequence number is an atomic counter, the replay window has its own
+// contract (package replay), lifetimes are atomic counters, and per-call
+// scratch state comes from a per-SA pool. Decrypt takes no lock except the
+// replay window's Accept.
+//
+// # Sequence numbers
+//
+// Outbound numbers start at SAParams.OutSeq+1 and never wrap: Encrypt fails
+// with ErrSeqOverflow after 2^32-1 (2^64-1 with ESN). Inbound numbers are
+// checked against the window before the ICV and recorded only after it
+// verified, so a forged packet never moves the window.
+package ipsec
