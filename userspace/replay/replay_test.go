@@ -1,0 +1,309 @@
+package replay
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func mustNew(t testing.TB, size uint32, esn bool, top uint64) *Window {
+	t.Helper()
+	w, err := New(size, esn, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// recv runs check+accept as a receiver whose ICV always verifies.
+func recv(w *Window, low uint32) (uint64, error) {
+	seq, err := w.Check(low)
+	if err != nil {
+		return seq, err
+	}
+	return seq, w.Accept(seq)
+}
+
+func TestWindowBasics(t *testing.T) {
+	for _, size := range []uint32{32, 64, 100, 1024, 4096} {
+		w := mustNew(t, size, false, 0)
+		if _, err := recv(w, 0); !errors.Is(err, ErrZeroSeq) {
+			t.Fatalf("size %d: seq 0: got %v, want ErrZeroSeq", size, err)
+		}
+		for s := uint32(1); s <= 10; s++ {
+			if _, err := recv(w, s); err != nil {
+				t.Fatalf("size %d: seq %d: %v", size, s, err)
+			}
+		}
+		if _, err := recv(w, 5); !errors.Is(err, ErrReplay) {
+			t.Fatalf("size %d: duplicate 5: got %v", size, err)
+		}
+		// Jump far ahead, then the left edge: top-size+1 is inside, top-size is not.
+		top := uint32(10 + 3*size)
+		if _, err := recv(w, top); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := recv(w, top-size+1); err != nil {
+			t.Fatalf("size %d: left edge inside: %v", size, err)
+		}
+		if _, err := recv(w, top-size); !errors.Is(err, ErrReplay) {
+			t.Fatalf("size %d: just left of window: got %v", size, err)
+		}
+		// Every number between edge and top is new exactly once.
+		for s := top - size + 2; s < top; s++ {
+			if _, err := recv(w, s); err != nil {
+				t.Fatalf("size %d: seq %d: %v", size, s, err)
+			}
+			if _, err := recv(w, s); !errors.Is(err, ErrReplay) {
+				t.Fatalf("size %d: seq %d twice: %v", size, s, err)
+			}
+		}
+		if w.Top() != uint64(top) {
+			t.Fatalf("top %d, want %d", w.Top(), top)
+		}
+	}
+}
+
+// TestCheckDoesNotUpdate: a packet that passed Check but failed its ICV (no
+// Accept) leaves the window untouched, and the genuine packet later passes.
+func TestCheckDoesNotUpdate(t *testing.T) {
+	w := mustNew(t, 64, false, 0)
+	for i := 0; i < 3; i++ {
+		if _, err := w.Check(1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Top() != 0 {
+		t.Fatalf("Check moved the window to %d", w.Top())
+	}
+	if _, err := recv(w, 5); err != nil {
+		t.Fatalf("genuine packet after forged ones: %v", err)
+	}
+}
+
+func TestAcceptRechecks(t *testing.T) {
+	w := mustNew(t, 64, false, 0)
+	s1, err1 := w.Check(7)
+	s2, err2 := w.Check(7)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if err := w.Accept(s1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Accept(s2); !errors.Is(err, ErrReplay) {
+		t.Fatalf("second Accept of 7: got %v, want ErrReplay", err)
+	}
+}
+
+func TestJumpClearsWholeRing(t *testing.T) {
+	w := mustNew(t, 128, false, 0)
+	for s := uint32(1); s <= 128; s++ {
+		recv(w, s)
+	}
+	// A jump of many ring lengths: old bits must not alias into the new window.
+	if _, err := recv(w, 128+64*100); err != nil {
+		t.Fatal(err)
+	}
+	for s := uint32(128 + 64*100 - 127); s < 128+64*100; s++ {
+		if _, err := recv(w, s); err != nil {
+			t.Fatalf("seq %d after jump: %v", s, err)
+		}
+	}
+}
+
+func TestESNWrapForward(t *testing.T) {
+	const size = 64
+	w := mustNew(t, size, true, 1<<32-10)
+	// Around the wrap: low numbers belong to the next subspace.
+	for _, c := range []struct {
+		low  uint32
+		want uint64
+	}{
+		{1<<32 - 5, 1<<32 - 5},
+		{2, 1<<32 + 2},
+		{0, 1 << 32}, // low 0 is legal with ESN once wrapped
+		{1<<32 - 3, 1<<32 - 3},
+	} {
+		seq, err := recv(w, c.low)
+		if err != nil || seq != c.want {
+			t.Fatalf("low %#x: seq %#x err %v, want %#x", c.low, seq, err, c.want)
+		}
+	}
+	// The window spans the wrap: a duplicate from before it is caught.
+	if seq, err := recv(w, 1<<32-5); !errors.Is(err, ErrReplay) || seq != 1<<32-5 {
+		t.Fatalf("duplicate pre-wrap packet: seq %#x err %v", seq, err)
+	}
+	if _, err := recv(w, 70); err != nil {
+		t.Fatal(err)
+	}
+	// Top 2^32+70 with a 64-packet window lies inside one subspace: per
+	// RFC 4303 App. A a low number above the window is read as far ahead.
+	if seq := w.Infer(1<<32 - 1); seq != 1<<32|(1<<32-1) {
+		t.Fatalf("Infer(0xffffffff) = %#x", seq)
+	}
+}
+
+func TestESNWrapBackward(t *testing.T) {
+	// Top just after a wrap: the window spans it, so high low-numbers are
+	// late packets of the previous subspace.
+	w := mustNew(t, 64, true, 5<<32|3)
+	seq, err := recv(w, 0xfffffff0)
+	if err != nil || seq != 4<<32|0xfffffff0 {
+		t.Fatalf("late packet before wrap: seq %#x err %v", seq, err)
+	}
+	if w.Top() != 5<<32|3 {
+		t.Fatalf("late packet moved top to %#x", w.Top())
+	}
+	// Far left of the window: inferred into the next subspace (App. A).
+	if seq := w.Infer(0x80000000); seq != 5<<32|0x80000000 {
+		t.Fatalf("Infer(0x80000000) = %#x", seq)
+	}
+}
+
+func TestESNZero(t *testing.T) {
+	w := mustNew(t, 32, true, 0)
+	if _, err := recv(w, 0); !errors.Is(err, ErrZeroSeq) {
+		t.Fatalf("ESN seq 0 before any wrap: %v", err)
+	}
+}
+
+func TestDisabled(t *testing.T) {
+	w := mustNew(t, 0, false, 0)
+	for i := 0; i < 3; i++ {
+		if _, err := recv(w, 9); err != nil {
+			t.Fatalf("replay-window 0 must not reject duplicates: %v", err)
+		}
+	}
+	if _, err := recv(w, 0); !errors.Is(err, ErrZeroSeq) {
+		t.Fatalf("seq 0: %v", err)
+	}
+	// ESN with no window still infers the high word from the top.
+	w = mustNew(t, 0, true, 1<<32-2)
+	if seq, _ := recv(w, 3); seq != 1<<32+3 {
+		t.Fatalf("ESN without window: %#x", seq)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	if _, err := New(MaxSize+1, false, 0); err == nil {
+		t.Fatal("oversized window accepted")
+	}
+	if _, err := New(64, false, 1<<32); err == nil {
+		t.Fatal("64-bit top without ESN accepted")
+	}
+}
+
+// TestConcurrent: several goroutines offer overlapping sequence numbers;
+// every number is accepted exactly once.
+func TestConcurrent(t *testing.T) {
+	const n, workers = 20000, 4
+	w := mustNew(t, 4096, false, 0)
+	var accepted [n + 1]atomic.Int32
+	var wg sync.WaitGroup
+	for g := 0; g < workers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := uint32(1); s <= n; s++ {
+				if _, err := recv(w, s); err == nil {
+					accepted[s].Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for s := 1; s <= n; s++ {
+		if c := accepted[s].Load(); c != 1 {
+			t.Fatalf("seq %d accepted %d times", s, c)
+		}
+	}
+}
+
+// reference is a plain model of the window (a set), for the fuzzer.
+type reference struct {
+	size uint32
+	top  uint64
+	seen map[uint64]bool
+}
+
+func (r *reference) recv(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	if r.size > 0 && seq <= r.top && (r.top-seq >= uint64(r.size) || r.seen[seq]) {
+		return false
+	}
+	r.seen[seq] = true
+	if seq > r.top {
+		r.top = seq
+	}
+	return true
+}
+
+func FuzzWindow(f *testing.F) {
+	f.Add(uint16(64), []byte{1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0})
+	f.Add(uint16(32), []byte{0xff, 0, 0, 0, 1, 0, 0, 0, 0x40, 0, 0, 0})
+	f.Add(uint16(4096), []byte{0, 0x10, 0, 0, 0, 0, 0, 0, 1, 0x10, 0, 0})
+	f.Fuzz(func(t *testing.T, size uint16, ops []byte) {
+		sz := uint32(size) % 5000
+		w, err := New(sz, false, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := &reference{size: sz, seen: map[uint64]bool{}}
+		for i := 0; i+4 <= len(ops) && i < 4*512; i += 4 {
+			low := uint32(ops[i]) | uint32(ops[i+1])<<8 | uint32(ops[i+2])<<16 | uint32(ops[i+3])<<24
+			low %= 1 << 20
+			_, err := recv(w, low)
+			if want := ref.recv(uint64(low)); want != (err == nil) {
+				t.Fatalf("seq %d: window says %v, reference says accept=%v", low, err, want)
+			}
+		}
+	})
+}
+
+func BenchmarkInOrder(b *testing.B) {
+	w := mustNew(b, 1024, true, 0)
+	b.ReportAllocs()
+	s := uint32(0)
+	for b.Loop() {
+		s++
+		seq, _ := w.Check(s)
+		w.Accept(seq)
+	}
+}
+
+// BenchmarkContended: all GOMAXPROCS goroutines share one window, each
+// taking distinct sequence numbers from a shared counter (the packets of one
+// SA spread over several queues).
+func BenchmarkContended(b *testing.B) {
+	w := mustNew(b, 1024, true, 0)
+	var next atomic.Uint32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s := next.Add(1)
+			seq, err := w.Check(s)
+			if err == nil {
+				w.Accept(seq)
+			}
+		}
+	})
+}
+
+// BenchmarkUncontendedParallel: one window per goroutine, the same work as
+// BenchmarkContended without sharing; the difference is the contention cost.
+func BenchmarkUncontendedParallel(b *testing.B) {
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		w := mustNew(b, 1024, true, 0)
+		s := uint32(0)
+		for pb.Next() {
+			s++
+			seq, _ := w.Check(s)
+			w.Accept(seq)
+		}
+	})
+}
