@@ -219,6 +219,10 @@ func (s *Socket) setup(bindFlags uint16) (err error) {
 		mode = BindZeroCopy
 	}
 	if err := unix.Bind(fd, sa); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d (%s): the queue has a socket already, or one closed moments ago (retry): %w",
+				cfg.Ifindex, cfg.Queue, mode, err)
+		}
 		return fmt.Errorf("bind AF_XDP socket to ifindex %d queue %d (%s): %w", cfg.Ifindex, cfg.Queue, mode, err)
 	}
 	// Trust the kernel's word on what it did, not the flag we asked for.
@@ -274,6 +278,9 @@ func (s *Socket) closeRings() {
 // Close unbinds the socket (the kernel removes it from every XSKMAP), unmaps
 // the rings and the UMEM and closes the fd. Every Desc and every slice from
 // Packet or Frame is invalid afterwards. Calling Close again does nothing.
+// The kernel releases the queue from a work item after the last reference
+// is gone, so an Open of the same queue right after Close may briefly fail
+// with an error wrapping unix.EBUSY; retry it.
 func (s *Socket) Close() error {
 	if s.closed {
 		return nil
