@@ -126,4 +126,3 @@ func headerLen(a netip.Addr) int {
 	}
 	return 40
 }
-
