@@ -333,15 +333,20 @@ func (s *Socket) Stats() (Stats, error) {
 	if err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)); err != nil {
 		return Stats{}, fmt.Errorf("read XDP_STATISTICS of ifindex %d queue %d: %w", s.cfg.Ifindex, s.cfg.Queue, err)
 	}
+	st := s.localStats()
+	st.RxDropped = ks.Rx_dropped
+	st.RxInvalidDescs = ks.Rx_invalid_descs
+	st.TxInvalidDescs = ks.Tx_invalid_descs
+	st.RxRingFull = ks.Rx_ring_full
+	st.RxFillRingEmptyDescs = ks.Rx_fill_ring_empty_descs
+	st.TxRingEmptyDescs = ks.Tx_ring_empty_descs
+	return st, nil
+}
+
+// localStats returns the package's counters and the ring occupancy.
+func (s *Socket) localStats() Stats {
 	c := &s.ctr
 	return Stats{
-		RxDropped:            ks.Rx_dropped,
-		RxInvalidDescs:       ks.Rx_invalid_descs,
-		TxInvalidDescs:       ks.Tx_invalid_descs,
-		RxRingFull:           ks.Rx_ring_full,
-		RxFillRingEmptyDescs: ks.Rx_fill_ring_empty_descs,
-		TxRingEmptyDescs:     ks.Tx_ring_empty_descs,
-
 		RxPackets:   c.rxPackets.Load(),
 		RxBatches:   c.rxBatches.Load(),
 		TxPackets:   c.txPackets.Load(),
@@ -360,7 +365,7 @@ func (s *Socket) Stats() (Stats, error) {
 		CompletionPending: s.comp.pending(),
 		RxPending:         s.rx.pending(),
 		TxPending:         s.tx.pending(),
-	}, nil
+	}
 }
 
 // FrameAccounting checks the place of every frame (Config.Accounting must be
