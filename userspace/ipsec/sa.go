@@ -164,3 +164,5 @@ func itoa(v int) string {
 	}
 	return string(b[i:])
 }
+
+var errNotYet = errors.New("not yet implemented")

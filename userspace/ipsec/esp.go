@@ -1,0 +1,462 @@
+package ipsec
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/xdpsec/xdpsec/userspace/replay"
+)
+
+// Encrypt protects the IP packet frame[off:off+n] in place and returns the
+// bounds of the protected packet. In transport mode the packet's own IP
+// header is kept (ESP/AH inserted after it, IPv6 after hop-by-hop and
+// routing headers); in tunnel mode the packet becomes the inner packet of a
+// new outer header from the SA's Src and Dst (any inner family under any
+// outer family). It uses the next outbound sequence number; errors wrap
+// ErrSeqOverflow, ErrExpired, ErrNoRoom or ErrBadPacket; every check runs
+// before the first byte is written, so on error the frame is unchanged.
+func (sa *SA) Encrypt(frame []byte, off, n int) (outOff, outN int, err error) {
+	if off < 0 || n < 0 || off+n > len(frame) {
+		return 0, 0, fmt.Errorf("encrypt: packet [%d:%d] outside a frame of %d bytes: %w", off, off+n, len(frame), ErrNoRoom)
+	}
+	var in inner
+	if !parseInner(frame[off:off+n], &in) {
+		return 0, 0, fmt.Errorf("encrypt: %w", ErrBadPacket)
+	}
+	head, tail := sa.Overhead()
+	if sa.p.Mode == ModeTransport {
+		if in.v6 != sa.outerV6 {
+			return 0, 0, fmt.Errorf("encrypt: transport mode SA of the other IP family: %w", ErrBadPacket)
+		}
+		if sa.p.Proto == ProtoESP && in.proto == protoESP {
+			return 0, 0, fmt.Errorf("encrypt: packet is ESP already: %w", ErrBadPacket)
+		}
+	}
+	if off < head || off+n+tail > len(frame) {
+		return 0, 0, fmt.Errorf("encrypt: need %d bytes of headroom and %d of tailroom, have %d and %d: %w",
+			head, tail, off, len(frame)-off-n, ErrNoRoom)
+	}
+	if n+head+tail > 0xffff {
+		return 0, 0, fmt.Errorf("encrypt: %d-byte packet too long once protected: %w", n, ErrBadPacket)
+	}
+	if sa.hard.Load() {
+		return 0, 0, ErrExpired
+	}
+	seq, err := sa.nextSeq()
+	if err != nil {
+		return 0, 0, err
+	}
+	payload := n
+	if sa.p.Mode == ModeTransport {
+		payload = n - in.l3Len
+	}
+	if !sa.count(payload) {
+		return 0, 0, ErrExpired
+	}
+	s := sa.getScratch()
+	defer sa.putScratch(s)
+	if sa.p.Proto == ProtoAH {
+		outOff, outN = sa.ahEncrypt(s, frame, off, n, &in, seq)
+		return outOff, outN, nil
+	}
+	return sa.espEncrypt(s, frame, off, n, &in, seq)
+}
+
+func (sa *SA) espEncrypt(s *scratch, b []byte, off, n int, in *inner, seq uint64) (int, int, error) {
+	add := 8 + sa.ivLen // ESP header and IV
+	if sa.udp {
+		add += 8
+	}
+	var start, esp, payLen int
+	var nh uint8
+	if sa.p.Mode == ModeTunnel {
+		hl := sa.outerHeaderLen()
+		start = off - add - hl
+		esp = start + hl
+		payLen = n
+		nh = protoIPIP
+		if in.v6 {
+			nh = protoIPv6
+		}
+	} else {
+		start = off - add
+		copy(b[start:], b[off:off+in.l3Len])
+		esp = start + in.l3Len
+		payLen = n - in.l3Len
+		nh = in.proto
+	}
+	if sa.udp {
+		esp += 8
+	}
+	end := sa.espSeal(s, b, esp, payLen, nh, seq)
+	total := end - start
+	if sa.p.Mode == ModeTunnel {
+		proto := uint8(protoESP)
+		if sa.udp {
+			proto = protoUDP
+		}
+		sa.writeOuter(b[start:], total, proto, b[off:], seq)
+	} else {
+		if sa.udp {
+			b[start+in.protoOff] = protoUDP
+		} else {
+			b[start+in.protoOff] = protoESP
+		}
+		setIPLength(b[start:], total)
+	}
+	if sa.udp {
+		sa.writeUDP(b[start:end], esp-8-start)
+	}
+	return start, total, nil
+}
+
+// outerHeaderLen is the tunnel-mode outer IP header length.
+func (sa *SA) outerHeaderLen() int {
+	if sa.outerV6 {
+		return 40
+	}
+	return 20
+}
+
+// writeOuter writes the tunnel-mode outer header at h for a packet of total
+// bytes carrying proto; DSCP and ECN are copied from the inner header
+// (RFC 4301 §5.1.2, RFC 6040 normal mode).
+func (sa *SA) writeOuter(h []byte, total int, proto uint8, innerPkt []byte, seq uint64) {
+	var tos uint8
+	if innerPkt[0]>>4 == 4 {
+		tos = innerPkt[1]
+	} else {
+		tos = uint8(binary.BigEndian.Uint16(innerPkt) >> 4)
+	}
+	ttl := sa.p.TTL
+	if ttl == 0 {
+		ttl = 64
+	}
+	if !sa.outerV6 {
+		h[0], h[1] = 0x45, tos
+		binary.BigEndian.PutUint16(h[2:], uint16(total))
+		binary.BigEndian.PutUint16(h[4:], uint16(seq)) // identification: unique enough per SA
+		h[6], h[7], h[8], h[9] = 0, 0, ttl, proto
+		s4, d4 := sa.p.Src.As4(), sa.p.Dst.As4()
+		copy(h[12:16], s4[:])
+		copy(h[16:20], d4[:])
+		ipv4Checksum(h[:20])
+		return
+	}
+	binary.BigEndian.PutUint32(h, 6<<28|uint32(tos)<<20)
+	binary.BigEndian.PutUint16(h[4:], uint16(total-40))
+	h[6], h[7] = proto, ttl
+	s16, d16 := sa.p.Src.As16(), sa.p.Dst.As16()
+	copy(h[8:24], s16[:])
+	copy(h[24:40], d16[:])
+}
+
+// writeUDP fills the UDP header at p[udp:] of the packet p (IP header at
+// p[0]). The checksum is 0 over IPv4 (RFC 3948 §2.1) and computed over IPv6,
+// where a zero UDP checksum is not allowed (RFC 8200 §8.1).
+func (sa *SA) writeUDP(p []byte, udp int) {
+	u := p[udp:]
+	binary.BigEndian.PutUint16(u[0:], sa.p.EncapSrcPort)
+	binary.BigEndian.PutUint16(u[2:], sa.p.EncapDstPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	u[6], u[7] = 0, 0
+	if p[0]>>4 == 6 {
+		s := sum16(p[8:40], uint64(len(u))+protoUDP)
+		c := ^fold(sum16(u, s))
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(u[6:], c)
+	}
+}
+
+// espSeal writes the ESP header at b[esp:], the IV, padding and trailer
+// after the plen payload bytes already at b[esp+8+ivLen:], encrypts and
+// appends the ICV. It returns the end of the ESP packet.
+func (sa *SA) espSeal(s *scratch, b []byte, esp, plen int, nh uint8, seq uint64) int {
+	binary.BigEndian.PutUint32(b[esp:], sa.p.SPI)
+	binary.BigEndian.PutUint32(b[esp+4:], uint32(seq))
+	ivOff := esp + 8
+	ct := ivOff + sa.ivLen
+	t := ct + plen
+	pad := (sa.blk - (plen+2)%sa.blk) % sa.blk
+	for i := 0; i < pad; i++ {
+		b[t+i] = byte(i + 1)
+	}
+	b[t+pad], b[t+pad+1] = byte(pad), nh
+	end := t + pad + 2
+	switch sa.suite {
+	case suiteAEAD:
+		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		sa.nonce(s, b[ivOff:])
+		sa.aead.Seal(b[ct:ct], s.nonce[:], b[ct:end], sa.aad(s, seq))
+		return end + sa.icvLen
+	case suiteGMAC:
+		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		sa.nonce(s, b[ivOff:])
+		sa.gmacWithAAD(s, b, esp, end, seq, func(aad []byte) {
+			sa.aead.Seal(b[end:end], s.nonce[:], nil, aad)
+		})
+		return end + sa.icvLen
+	case suiteCBC:
+		bs := sa.block.BlockSize()
+		binary.BigEndian.PutUint64(s.ks[:], seq)
+		binary.BigEndian.PutUint32(s.ks[8:], sa.p.SPI)
+		binary.BigEndian.PutUint32(s.ks[12:], 0)
+		sa.ivBlock.Encrypt(s.ks[:], s.ks[:])
+		copy(b[ivOff:ivOff+bs], s.ks[:bs])
+		s.enc.(ivSetter).SetIV(b[ivOff : ivOff+bs])
+		s.enc.CryptBlocks(b[ct:end], b[ct:end])
+	case suiteCTR:
+		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		sa.ctrXOR(s, b[ivOff:ivOff+8], b[ct:end])
+	}
+	if s.mac != nil {
+		sa.mac(s, b[esp:end], seq)
+		copy(b[end:end+sa.icvLen], s.sum[:sa.icvLen])
+		end += sa.icvLen
+	}
+	return end
+}
+
+// espOpen verifies and decrypts the ESP packet b[esp:end] in place. It
+// returns the end of the plaintext (before the ICV) and whether the ICV
+// verified.
+func (sa *SA) espOpen(s *scratch, b []byte, esp, end int, seq uint64) (int, bool) {
+	ivOff := esp + 8
+	ct := ivOff + sa.ivLen
+	icv := end - sa.icvLen
+	switch sa.suite {
+	case suiteAEAD:
+		sa.nonce(s, b[ivOff:])
+		if sa.gcm8 != nil {
+			return icv, sa.open8(s, b, ct, end, sa.aad(s, seq))
+		}
+		_, err := sa.aead.Open(b[ct:ct], s.nonce[:], b[ct:end], sa.aad(s, seq))
+		return icv, err == nil
+	case suiteGMAC:
+		sa.nonce(s, b[ivOff:])
+		var err error
+		sa.gmacWithAAD(s, b, esp, icv, seq, func(aad []byte) {
+			_, err = sa.aead.Open(b[icv:icv], s.nonce[:], b[icv:end], aad)
+		})
+		return icv, err == nil
+	}
+	if s.mac != nil {
+		sa.mac(s, b[esp:icv], seq)
+		if subtle.ConstantTimeCompare(s.sum[:sa.icvLen], b[icv:end]) != 1 {
+			return icv, false
+		}
+	}
+	switch sa.suite {
+	case suiteCBC:
+		s.dec.(ivSetter).SetIV(b[ivOff : ivOff+sa.ivLen])
+		s.dec.CryptBlocks(b[ct:icv], b[ct:icv])
+	case suiteCTR:
+		sa.ctrXOR(s, b[ivOff:ivOff+8], b[ct:icv])
+	}
+	return icv, true
+}
+
+func (sa *SA) nonce(s *scratch, iv []byte) {
+	copy(s.nonce[:4], sa.salt[:])
+	copy(s.nonce[4:], iv[:8])
+}
+
+// aad is SPI‖seq (8 bytes) or SPI‖seq_hi‖seq_lo (12 bytes, ESN) for RFC
+// 4106 / RFC 7634.
+func (sa *SA) aad(s *scratch, seq uint64) []byte {
+	binary.BigEndian.PutUint32(s.aad[:], sa.p.SPI)
+	if sa.p.ESN {
+		binary.BigEndian.PutUint64(s.aad[4:], seq)
+		return s.aad[:12]
+	}
+	binary.BigEndian.PutUint32(s.aad[4:], uint32(seq))
+	return s.aad[:8]
+}
+
+// gmacWithAAD calls f with RFC 4543's AAD: the ESP header, IV and payload
+// b[esp:end], with the ESN high word between SPI and seq. For ESN it builds
+// the 12-byte prefix in place over the 4 bytes before the ESP header (which
+// always exist: the IP header precedes ESP) and restores them.
+func (sa *SA) gmacWithAAD(s *scratch, b []byte, esp, end int, seq uint64, f func([]byte)) {
+	if !sa.p.ESN {
+		f(b[esp:end])
+		return
+	}
+	copy(s.save[:4], b[esp-4:esp])
+	binary.BigEndian.PutUint32(b[esp-4:], sa.p.SPI)
+	binary.BigEndian.PutUint32(b[esp:], uint32(seq>>32))
+	f(b[esp-4 : end])
+	binary.BigEndian.PutUint32(b[esp:], sa.p.SPI)
+	copy(b[esp-4:esp], s.save[:4])
+}
+
+// mac computes the HMAC of data (followed by the ESN high word) into s.sum.
+func (sa *SA) mac(s *scratch, data []byte, seq uint64) {
+	s.mac.Reset()
+	s.mac.Write(data)
+	if sa.p.ESN {
+		binary.BigEndian.PutUint32(s.aad[:4], uint32(seq>>32))
+		s.mac.Write(s.aad[:4])
+	}
+	s.mac.Sum(s.sum[:0])
+}
+
+// ctrXOR applies RFC 3686 AES-CTR: counter block nonce‖IV‖counter, the
+// counter starting at 1.
+func (sa *SA) ctrXOR(s *scratch, iv, data []byte) {
+	copy(s.ivIn[:4], sa.salt[:])
+	copy(s.ivIn[4:12], iv)
+	for ctr := uint32(1); len(data) > 0; ctr++ {
+		binary.BigEndian.PutUint32(s.ivIn[12:], ctr)
+		sa.block.Encrypt(s.ks[:], s.ivIn[:])
+		n := subtle.XORBytes(data, data, s.ks[:])
+		data = data[n:]
+	}
+}
+
+// Decrypt verifies and removes the SA's protection from the IP packet
+// frame[off:off+n] in place: replay check, ICV, replay update, padding
+// check, decapsulation. The packet must belong to this SA (a packet with
+// another SPI or protocol gets VerdictNoState). On any verdict but OK and
+// Dummy the packet's bytes in frame are unspecified afterwards (an AEAD
+// clears what it failed to open): keep a copy if you need the original.
+func (sa *SA) Decrypt(frame []byte, off, n int) Result {
+	if off < 0 || n < 0 || off+n > len(frame) {
+		return Result{Verdict: VerdictMalformed}
+	}
+	port := sa.p.EncapDstPort
+	var o Outer
+	if v := ParseOuter(frame[off:off+n], port, &o); v != VerdictOK {
+		return Result{Verdict: v}
+	}
+	return sa.DecryptParsed(frame, off, &o)
+}
+
+// DecryptParsed is Decrypt for a caller that already has ParseOuter's
+// VerdictOK answer o for the packet at frame[off:], saving the second parse.
+func (sa *SA) DecryptParsed(frame []byte, off int, o *Outer) Result {
+	if o.Proto != sa.p.Proto || o.SPI != sa.p.SPI || o.UDP != sa.udp {
+		return Result{Verdict: VerdictNoState}
+	}
+	if sa.hard.Load() {
+		return Result{Verdict: VerdictExpired}
+	}
+	if off < 0 || off+o.Len > len(frame) || o.Off+8 > o.Len {
+		return Result{Verdict: VerdictMalformed}
+	}
+	if sa.p.Proto == ProtoAH {
+		return sa.ahDecrypt(frame, off, o)
+	}
+	esp, end := off+o.Off, off+o.Len
+	ctLen := end - esp - 8 - sa.ivLen - sa.icvLen
+	if ctLen < 2 || ctLen%sa.blk != 0 {
+		return Result{Verdict: VerdictMalformed}
+	}
+	seq, err := sa.win.Check(o.Seq)
+	if r, bad := replayVerdict(err, seq); bad {
+		return r
+	}
+	s := sa.getScratch()
+	ptEnd, ok := sa.espOpen(s, frame, esp, end, seq)
+	sa.putScratch(s)
+	if !ok {
+		return Result{Verdict: VerdictBadICV, Seq: seq}
+	}
+	if r, bad := replayVerdict(sa.win.Accept(seq), seq); bad {
+		return r
+	}
+	ct := esp + 8 + sa.ivLen
+	pad, nh := int(frame[ptEnd-2]), frame[ptEnd-1]
+	payEnd := ptEnd - 2 - pad
+	if payEnd < ct {
+		return Result{Verdict: VerdictBadPadding, Seq: seq}
+	}
+	for i := 0; i < pad; i++ {
+		if frame[payEnd+i] != byte(i+1) {
+			return Result{Verdict: VerdictBadPadding, Seq: seq}
+		}
+	}
+	if nh == protoNone {
+		return Result{Verdict: VerdictDummy, Seq: seq, NextHeader: nh}
+	}
+	return sa.decapsulate(frame, off, o, ct, payEnd, nh, seq)
+}
+
+func replayVerdict(err error, seq uint64) (Result, bool) {
+	switch err {
+	case nil:
+		return Result{}, false
+	case replay.ErrZeroSeq:
+		return Result{Verdict: VerdictBadSeq, Seq: seq}, true
+	default:
+		return Result{Verdict: VerdictReplay, Seq: seq}, true
+	}
+}
+
+// decapsulate turns the verified payload frame[pay:payEnd] with next header
+// nh into the Result: the inner packet (tunnel) or the rebuilt transport
+// packet.
+func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh uint8, seq uint64) Result {
+	r := Result{Verdict: VerdictOK, Seq: seq, NextHeader: nh, PayloadOff: pay, PayloadN: payEnd - pay}
+	if sa.p.Mode == ModeTunnel {
+		var want uint8
+		switch nh {
+		case protoIPIP:
+			want = 4
+		case protoIPv6:
+			want = 6
+		default:
+			return Result{Verdict: VerdictMalformed, Seq: seq}
+		}
+		n := innerLen(frame[pay:payEnd])
+		if n == 0 || frame[pay]>>4 != want {
+			return Result{Verdict: VerdictMalformed, Seq: seq}
+		}
+		// Anything after the inner packet is TFC padding (RFC 4303 §2.7).
+		r.Off, r.N, r.PayloadN = pay, n, n
+	} else {
+		hl := o.L3Len
+		if hl > pay-off {
+			return Result{Verdict: VerdictMalformed, Seq: seq}
+		}
+		r.Off = pay - hl
+		copy(frame[r.Off:pay], frame[off:off+hl])
+		frame[r.Off+o.ProtoOff] = nh
+		r.N = hl + r.PayloadN
+		setIPLength(frame[r.Off:], r.N)
+	}
+	if !sa.count(r.PayloadN) {
+		return Result{Verdict: VerdictExpired, Seq: seq}
+	}
+	return r
+}
+
+// innerLen returns the length of the IP packet at the start of p per its
+// header (a tunnel's inner packet; fragments are fine here), or 0 if the
+// header does not fit p.
+func innerLen(p []byte) int {
+	if len(p) == 0 {
+		return 0
+	}
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < 20 {
+			return 0
+		}
+		n, ihl := int(binary.BigEndian.Uint16(p[2:])), int(p[0]&0xf)*4
+		if ihl >= 20 && n >= ihl && n <= len(p) {
+			return n
+		}
+	case 6:
+		if len(p) < 40 {
+			return 0
+		}
+		if n := 40 + int(binary.BigEndian.Uint16(p[4:])); n <= len(p) {
+			return n
+		}
+	}
+	return 0
+}
