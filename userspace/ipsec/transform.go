@@ -26,11 +26,11 @@ import (
 type suite uint8
 
 const (
-	suiteNone   suite = iota // AH, or ESP with ecb(cipher_null)
-	suiteAEAD                // rfc4106 GCM, rfc7539esp ChaCha20-Poly1305
-	suiteGMAC                // rfc4543: AEAD with nothing encrypted
-	suiteCBC                 // cbc(aes), cbc(des3_ede), cbc(des)
-	suiteCTR                 // rfc3686(ctr(aes))
+	suiteNone suite = iota // AH, or ESP with ecb(cipher_null)
+	suiteAEAD              // rfc4106 GCM, rfc7539esp ChaCha20-Poly1305
+	suiteGMAC              // rfc4543: AEAD with nothing encrypted
+	suiteCBC               // cbc(aes), cbc(des3_ede), cbc(des)
+	suiteCTR               // rfc3686(ctr(aes))
 )
 
 // SA is one security association with its keys, sequence counters, replay
@@ -46,9 +46,9 @@ type SA struct {
 	gcm8    *gcm8        // rfc4106 with an 8-byte ICV (see gcm8.go)
 	salt    [4]byte      // AEAD salt or CTR nonce
 	ivLen   int
-	blk     int  // ESP payload alignment
-	icvLen  int  // bytes of ICV on the wire (before AH padding)
-	ahLen   int  // AH header length with padded ICV (AH only)
+	blk     int // ESP payload alignment
+	icvLen  int // bytes of ICV on the wire (before AH padding)
+	ahLen   int // AH header length with padded ICV (AH only)
 	newMAC  func() hash.Hash
 	macKey  []byte
 	udp     bool
