@@ -1,0 +1,379 @@
+//go:build ignore
+
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xdpsec.c: the receive classifier. It parses L2/L3/L4 just far enough to
+ * tell IPsec from everything else, looks inbound SAs up and steers packets
+ * of known, enabled SAs to the AF_XDP socket of their rx queue. Everything
+ * else goes to the kernel (XDP_PASS); malformed IPsec is dropped. Every
+ * packet bumps exactly one reason counter.
+ *
+ * Non-IPsec traffic is decided after the EtherType and the IP protocol (and
+ * the UDP destination port for UDP): no map lookup except its counter.
+ */
+#include "abi.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "xdpsec.h"
+
+#define NATT_PORT 4500
+#define IKE_PORT 500
+
+char _license[] SEC("license") = "Dual BSD/GPL";
+
+/* What this object handles; read by the loader from .rodata. */
+const volatile __u32 xdpsec_features =
+	XDPSEC_FEATURE_VLAN | XDPSEC_FEATURE_QINQ | XDPSEC_FEATURE_IPV4 |
+	XDPSEC_FEATURE_IPV4_OPTIONS | XDPSEC_FEATURE_IPV6 |
+	XDPSEC_FEATURE_IPV6_EXT | XDPSEC_FEATURE_ESP | XDPSEC_FEATURE_AH |
+	XDPSEC_FEATURE_AH_ESP | XDPSEC_FEATURE_UDP_ESP |
+	XDPSEC_FEATURE_IKE_PASS | XDPSEC_FEATURE_FRAGMENT_PASS |
+	XDPSEC_FEATURE_STEER_XSK;
+
+/* Keep the shared enums in BTF so bpf2go -type finds them. */
+const enum xdpsec_family *_xdpsec_family __attribute__((unused));
+const enum xdpsec_class *_xdpsec_class __attribute__((unused));
+const enum xdpsec_reason *_xdpsec_reason __attribute__((unused));
+const enum xdpsec_feature *_xdpsec_feature __attribute__((unused));
+
+/* Set to 1 by the loader for the classify-only (never attached) variant. */
+const volatile __u8 xdpsec_record_last = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384); /* the loader may resize */
+	__type(key, struct xdpsec_sa_key);
+	__type(value, struct xdpsec_sa);
+} xdpsec_sas SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256); /* the loader may resize */
+	__type(key, __u32);
+	__type(value, __u32);
+} xdpsec_xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdpsec_config);
+} xdpsec_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDPSEC_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} xdpsec_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdpsec_last);
+} xdpsec_lastpkt SEC(".maps");
+
+static __always_inline int verdict(int action, __u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&xdpsec_counters, &reason);
+
+	if (n)
+		*n += 1;
+	if (xdpsec_record_last) {
+		__u32 zero = 0;
+		struct xdpsec_last *last = bpf_map_lookup_elem(&xdpsec_lastpkt, &zero);
+
+		if (last)
+			last->reason = reason;
+	}
+	return action;
+}
+
+static __always_inline int pass(__u32 reason)
+{
+	return verdict(XDP_PASS, reason);
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	return verdict(XDP_DROP, reason);
+}
+
+static __always_inline struct xdpsec_config *config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&xdpsec_cfg, &zero);
+}
+
+static __always_inline int is_natt_port(__u16 port)
+{
+	struct xdpsec_config *cfg;
+
+	if (port == NATT_PORT)
+		return 1;
+	cfg = config();
+	if (!cfg)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < XDPSEC_MAX_NATT_PORTS; i++)
+		if (cfg->natt_ports[i] && cfg->natt_ports[i] == port)
+			return 1;
+	return 0;
+}
+
+/*
+ * steer looks the SA up and decides. encap_dport is 0 for ESP/AH over IP,
+ * the UDP destination port for ESP-in-UDP; class is the xdpsec_class bit of
+ * the packet's protocol. The key's spi_be and proto are set by the caller.
+ */
+static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
+				 __u32 class, __u16 encap_dport, __u32 ip_len)
+{
+	struct xdpsec_sa *sa = bpf_map_lookup_elem(&xdpsec_sas, key);
+	struct xdpsec_config *cfg;
+	__u32 need;
+	long act;
+
+	if (!sa)
+		return pass(XDPSEC_REASON_NO_STATE);
+	sa->packets += 1;
+	sa->bytes += ip_len;
+	if (xdpsec_record_last) {
+		__u32 zero = 0;
+		struct xdpsec_last *last = bpf_map_lookup_elem(&xdpsec_lastpkt, &zero);
+
+		if (last) {
+			last->matched = 1;
+			last->key = *key;
+			last->sa_id = sa->sa_id;
+		}
+	}
+	if (sa->encap_dport != encap_dport)
+		return pass(XDPSEC_REASON_STATE_MISMATCH);
+
+	need = class | (key->family == XDPSEC_FAMILY_IPV4 ? XDPSEC_CLASS_IPV4 : XDPSEC_CLASS_IPV6);
+	cfg = config();
+	if (!cfg || (cfg->enabled & need) != need)
+		return pass(XDPSEC_REASON_DISABLED_CLASS);
+
+	/* A queue without a socket returns XDP_PASS: never blackhole. */
+	act = bpf_redirect_map(&xdpsec_xsks, ctx->rx_queue_index, XDP_PASS);
+	if (act == XDP_REDIRECT)
+		return verdict(XDP_REDIRECT, XDPSEC_REASON_STEERED);
+	return verdict((int)act, XDPSEC_REASON_STEER_FALLBACK);
+}
+
+/*
+ * l4 classifies what follows the IP header(s). l4 points at the protocol
+ * header, rem is the number of bytes from there to the end of the IP
+ * datagram as its length field says (frame padding excluded).
+ */
+static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key *key,
+				       __u8 proto, void *l4, void *end, __u32 rem,
+				       __u32 ip_len)
+{
+	if (proto == IPPROTO_ESP) {
+		struct ip_esp_hdr *esp = l4;
+
+		if (rem < sizeof(*esp) || (void *)(esp + 1) > end)
+			return drop(XDPSEC_REASON_MALFORMED_ESP);
+		if (esp->spi == 0)
+			return drop(XDPSEC_REASON_MALFORMED_ESP);
+		key->spi_be = esp->spi;
+		key->proto = IPPROTO_ESP;
+		return steer(ctx, key, XDPSEC_CLASS_ESP, 0, ip_len);
+	}
+
+	if (proto == IPPROTO_AH) {
+		struct ip_auth_hdr *ah = l4;
+		__u32 ah_len;
+
+		if (rem < sizeof(*ah) || (void *)(ah + 1) > end)
+			return drop(XDPSEC_REASON_MALFORMED_AH);
+		ah_len = ((__u32)ah->hdrlen + 2) * 4;
+		if (ah_len < sizeof(*ah) || ah_len > rem)
+			return drop(XDPSEC_REASON_MALFORMED_AH);
+		/* RFC 4302 §2.2: a multiple of 64 bits over IPv6. */
+		if (key->family == XDPSEC_FAMILY_IPV6 && (ah_len & 7))
+			return drop(XDPSEC_REASON_MALFORMED_AH);
+		if (ah->spi == 0)
+			return drop(XDPSEC_REASON_MALFORMED_AH);
+		if (ah->nexthdr == IPPROTO_ESP) {
+			struct ip_esp_hdr *esp = l4 + ah_len;
+
+			if (rem - ah_len < sizeof(*esp) || (void *)(esp + 1) > end)
+				return drop(XDPSEC_REASON_MALFORMED_ESP);
+			if (esp->spi == 0)
+				return drop(XDPSEC_REASON_MALFORMED_ESP);
+		}
+		/* AH is processed first: its SA decides. */
+		key->spi_be = ah->spi;
+		key->proto = IPPROTO_AH;
+		return steer(ctx, key, XDPSEC_CLASS_AH, 0, ip_len);
+	}
+
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+		__u8 *payload = (void *)(udp + 1);
+		__u16 dport, ulen;
+		__u32 plen;
+
+		if (rem < 4 || (void *)&udp->len > end)
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
+		dport = bpf_ntohs(udp->dest);
+		if (dport == IKE_PORT)
+			return pass(XDPSEC_REASON_PASS_IKE);
+		if (!is_natt_port(dport))
+			return pass(XDPSEC_REASON_PASS_OTHER);
+
+		/* RFC 3948 §2: the UDP length decides, not the frame. */
+		if (rem < sizeof(*udp) || (void *)(udp + 1) > end)
+			return drop(XDPSEC_REASON_MALFORMED_UDP);
+		ulen = bpf_ntohs(udp->len);
+		if (ulen < sizeof(*udp) || ulen > rem)
+			return drop(XDPSEC_REASON_MALFORMED_UDP);
+		plen = ulen - sizeof(*udp);
+		if (plen == 1) {
+			if ((void *)(payload + 1) > end)
+				return drop(XDPSEC_REASON_MALFORMED_UDP);
+			if (payload[0] == 0xff)
+				return pass(XDPSEC_REASON_PASS_KEEPALIVE);
+			return drop(XDPSEC_REASON_MALFORMED_UDP);
+		}
+		if (plen < 4 || (void *)(payload + 4) > end)
+			return drop(XDPSEC_REASON_MALFORMED_UDP);
+		if (*(__u32 *)payload == 0) /* non-ESP marker */
+			return pass(XDPSEC_REASON_PASS_IKE);
+		if (plen < sizeof(struct ip_esp_hdr) || (void *)(payload + 8) > end)
+			return drop(XDPSEC_REASON_MALFORMED_ESP);
+		key->spi_be = *(__be32 *)payload;
+		key->proto = IPPROTO_ESP;
+		return steer(ctx, key, XDPSEC_CLASS_UDP_ESP, dport, ip_len);
+	}
+
+	return pass(XDPSEC_REASON_PASS_OTHER);
+}
+
+static __always_inline int interesting_l4(__u8 proto)
+{
+	return proto == IPPROTO_ESP || proto == IPPROTO_AH || proto == IPPROTO_UDP;
+}
+
+static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, void *end)
+{
+	struct iphdr *ip = l3;
+	struct xdpsec_sa_key key;
+	__u32 hlen, tot;
+
+	if ((void *)(ip + 1) > end)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return pass(XDPSEC_REASON_PASS_FRAGMENT);
+	if (!interesting_l4(ip->protocol))
+		return pass(XDPSEC_REASON_PASS_OTHER);
+
+	hlen = (ip->ver_ihl & 0x0f) * 4;
+	tot = bpf_ntohs(ip->tot_len);
+	if ((ip->ver_ihl >> 4) != 4 || hlen < sizeof(*ip) || tot < hlen ||
+	    l3 + tot > end)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.daddr, &ip->daddr, 4);
+	key.family = XDPSEC_FAMILY_IPV4;
+	return classify_l4(ctx, &key, ip->protocol, l3 + hlen, end, tot - hlen, tot);
+}
+
+static __always_inline int is_ipv6_opt(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS;
+}
+
+static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, void *end)
+{
+	struct ipv6hdr *ip6 = l3;
+	struct xdpsec_sa_key key;
+	__u32 off = sizeof(*ip6), tot;
+	__u8 nh;
+
+	if ((void *)(ip6 + 1) > end)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	nh = ip6->nexthdr;
+	if (!interesting_l4(nh) && !is_ipv6_opt(nh)) {
+		if (nh == IPPROTO_FRAGMENT)
+			return pass(XDPSEC_REASON_PASS_FRAGMENT);
+		return pass(XDPSEC_REASON_PASS_OTHER);
+	}
+
+	tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if (l3 + tot > end)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+
+#pragma unroll
+	for (int i = 0; i < XDPSEC_MAX_IPV6_EXT_HDRS; i++) {
+		struct ipv6_opt_hdr *opt;
+
+		if (!is_ipv6_opt(nh))
+			break;
+		opt = l3 + off;
+		if ((void *)(opt + 1) > end || off + 8 > tot)
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
+		nh = opt->nexthdr;
+		off += ((__u32)opt->hdrlen + 1) * 8;
+	}
+	if (nh == IPPROTO_FRAGMENT)
+		return pass(XDPSEC_REASON_PASS_FRAGMENT);
+	if (is_ipv6_opt(nh) || off > tot)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	if (!interesting_l4(nh))
+		return pass(XDPSEC_REASON_PASS_OTHER);
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.daddr, ip6->daddr, 16);
+	key.family = XDPSEC_FAMILY_IPV6;
+	return classify_l4(ctx, &key, nh, l3 + off, end, tot - off, tot);
+}
+
+SEC("xdp")
+int xdpsec_classify(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	void *l3 = data + sizeof(*eth);
+	__be16 proto;
+
+	if (xdpsec_record_last) {
+		__u32 zero = 0;
+		struct xdpsec_last *last = bpf_map_lookup_elem(&xdpsec_lastpkt, &zero);
+
+		if (last)
+			__builtin_memset(last, 0, sizeof(*last));
+	}
+
+	if (l3 > end)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < XDPSEC_MAX_VLAN_TAGS; i++) {
+		struct vlan_hdr *vlan = l3;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vlan + 1) > end)
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
+		proto = vlan->encap_proto;
+		l3 = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return classify_ipv4(ctx, l3, end);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return classify_ipv6(ctx, l3, end);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	return pass(XDPSEC_REASON_PASS_OTHER);
+}

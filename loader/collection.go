@@ -1,0 +1,94 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/xdpsec/xdpsec/bpf"
+)
+
+// Default sizes of the maps Attach creates.
+const (
+	DefaultMaxSAs = 16384
+	DefaultQueues = 256
+)
+
+type loadParams struct {
+	pinDir     string // pin the persistent maps here ("" = no pinning)
+	maxSAs     uint32
+	queues     uint32
+	recordLast bool // the classify variant
+}
+
+// pinnedMaps are the maps that outlive a process. xdpsec_lastpkt is only
+// meaningful in the (never attached, never pinned) classify variant.
+var pinnedMaps = []string{bpf.MapSAs, bpf.MapXSKs, bpf.MapConfig, bpf.MapCounters}
+
+func loadCollection(p loadParams) (*ebpf.Collection, error) {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("raise memlock limit: %w", err)
+	}
+	spec, err := bpf.LoadSpec()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded xdpsec object: %w", err)
+	}
+	if p.maxSAs != 0 {
+		spec.Maps[bpf.MapSAs].MaxEntries = p.maxSAs
+	}
+	if p.queues != 0 {
+		spec.Maps[bpf.MapXSKs].MaxEntries = p.queues
+	}
+	if p.recordLast {
+		if err := spec.Variables[bpf.VarRecordLast].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("enable classify recording: %w", err)
+		}
+	}
+	opts := ebpf.CollectionOptions{}
+	if p.pinDir != "" {
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		opts.Maps.PinPath = p.pinDir
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
+	if err != nil {
+		return nil, fmt.Errorf("load xdpsec program: %w", classifyLoadErr(err))
+	}
+	return coll, nil
+}
+
+func classifyLoadErr(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		// Keep the tail of the log: where the verifier gave up.
+		return fmt.Errorf("verifier rejected the program: %+v", ve)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w: %w", ErrNoBPF, err)
+	case errors.Is(err, ebpf.ErrMapIncompatible):
+		return fmt.Errorf("pinned maps from another xdpsec version or size (run detach first): %w", err)
+	}
+	return err
+}
+
+// ObjectFeatures returns the packet shapes the embedded program handles, read
+// from its .rodata (xdpsec_features). Datapath.Features reads the same from
+// the program loaded in the kernel.
+func ObjectFeatures() (Features, error) {
+	spec, err := bpf.LoadSpec()
+	if err != nil {
+		return 0, fmt.Errorf("read embedded xdpsec object: %w", err)
+	}
+	var f uint32
+	if err := spec.Variables[bpf.VarFeatures].Get(&f); err != nil {
+		return 0, fmt.Errorf("read xdpsec_features: %w", err)
+	}
+	return Features(f), nil
+}

@@ -1,0 +1,29 @@
+// Package loader loads xdpsec's XDP classifier (package bpf), attaches it to
+// links, pins it so that a restarted process finds it again, and programs
+// its maps through typed methods.
+//
+// The pieces, and which to call:
+//
+//   - Attach(ifname, mode, opts) loads the program and attaches it (native,
+//     generic, or auto = native falling back to generic). Maps and the
+//     bpf_link are pinned under opts.PinRoot/<ifname>/ (default
+//     /sys/fs/bpf/xdpsec/<ifname>/); calling Attach again, from this or
+//     another process, reuses what is pinned.
+//   - Open(ifname, opts) re-opens a pinned attachment without changing it.
+//   - Detach(ifname, opts) removes the link, every pin and the directory.
+//   - A Datapath (from Attach or Open) programs SAs (PutSA, DeleteSA, SAs),
+//     XSK slots (SetXSK, ClearXSK), the receive-offload config (Config,
+//     SetConfig), and reads counters (Counters) and Status.
+//   - A Classifier runs the same program, never attached, through
+//     BPF_PROG_TEST_RUN on one frame at a time: Classify returns the verdict,
+//     the reason and the matched SA.
+//   - ReferenceClassify is a pure-Go classifier with the same rules, used to
+//     test the BPF program differentially.
+//
+// Errors a caller must tell apart are sentinels: ErrLinkNotFound,
+// ErrForeignProgram, ErrNotAttached, ErrPermission, ErrNoBPF, ErrInvalidSA,
+// ErrInvalidConfig, ErrSANotFound.
+//
+// Pins are keyed by interface name: two network namespaces that both attach
+// to an interface with the same name must use different PinRoots.
+package loader

@@ -1,0 +1,210 @@
+package loader
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// ReferenceTable is the state ReferenceClassify consults in place of the
+// datapath's maps.
+type ReferenceTable struct {
+	// SAs, keyed as PutSA takes them (Dst may be IPv4-mapped).
+	SAs map[SAKey]SA
+	// Config in force.
+	Config Config
+	// SocketBound says whether the rx queue has an AF_XDP socket in the XSK
+	// map: a steered packet then counts steered, else steer-fallback.
+	SocketBound bool
+}
+
+func (t *ReferenceTable) lookup(k SAKey) (SA, bool) {
+	if sa, ok := t.SAs[k]; ok {
+		return sa, true
+	}
+	for key, sa := range t.SAs { // keys given as IPv4-mapped IPv6
+		if key.SPI == k.SPI && key.Proto == k.Proto && key.Dst.Unmap() == k.Dst {
+			return sa, true
+		}
+	}
+	return SA{}, false
+}
+
+// ReferenceClassify applies the XDP program's rules (bpf/xdpsec.c) to an
+// Ethernet frame in plain Go. It exists to judge the BPF program: the
+// differential fuzz test requires both to agree on verdict, reason and SA.
+// It is written from the rules, not translated line by line, and is not
+// meant for the data path.
+func ReferenceClassify(frame []byte, t *ReferenceTable) Result {
+	if len(frame) < 14 {
+		return result(ReasonPassUnparsed)
+	}
+	etype := be16(frame[12:])
+	off := 14
+	for range 2 { // at most two VLAN tags (802.1ad + 802.1Q)
+		if etype != 0x8100 && etype != 0x88a8 {
+			break
+		}
+		if off+4 > len(frame) {
+			return result(ReasonPassUnparsed)
+		}
+		etype = be16(frame[off+2:])
+		off += 4
+	}
+	switch etype {
+	case 0x0800:
+		return refIPv4(frame[off:], t)
+	case 0x86dd:
+		return refIPv6(frame[off:], t)
+	case 0x8100, 0x88a8:
+		return result(ReasonPassUnparsed)
+	}
+	return result(ReasonPassOther)
+}
+
+func result(r Reason) Result { return Result{Verdict: VerdictOf(r), Reason: r} }
+
+func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
+
+func ipsecOrUDP(proto byte) bool { return proto == 50 || proto == 51 || proto == 17 }
+
+func ipv6Options(nh byte) bool { return nh == 0 || nh == 43 || nh == 60 }
+
+func refIPv4(p []byte, t *ReferenceTable) Result {
+	if len(p) < 20 {
+		return result(ReasonPassUnparsed)
+	}
+	if be16(p[6:])&0x3fff != 0 { // MF or a fragment offset
+		return result(ReasonPassFragment)
+	}
+	proto := p[9]
+	if !ipsecOrUDP(proto) {
+		return result(ReasonPassOther)
+	}
+	hlen, total := int(p[0]&0x0f)*4, int(be16(p[2:]))
+	if p[0]>>4 != 4 || hlen < 20 || total < hlen || total > len(p) {
+		return result(ReasonPassUnparsed)
+	}
+	dst := netip.AddrFrom4([4]byte(p[16:20]))
+	return refL4(proto, p[hlen:total], dst, t)
+}
+
+func refIPv6(p []byte, t *ReferenceTable) Result {
+	if len(p) < 40 {
+		return result(ReasonPassUnparsed)
+	}
+	nh := p[6]
+	if !ipsecOrUDP(nh) && !ipv6Options(nh) {
+		if nh == 44 {
+			return result(ReasonPassFragment)
+		}
+		return result(ReasonPassOther)
+	}
+	total := 40 + int(be16(p[4:]))
+	if total > len(p) {
+		return result(ReasonPassUnparsed)
+	}
+	off := 40
+	for range 6 { // hop-by-hop, routing, destination options
+		if !ipv6Options(nh) {
+			break
+		}
+		if off+8 > total {
+			return result(ReasonPassUnparsed)
+		}
+		nh = p[off]
+		off += (int(p[off+1]) + 1) * 8
+	}
+	if nh == 44 {
+		return result(ReasonPassFragment)
+	}
+	if ipv6Options(nh) || off > total {
+		return result(ReasonPassUnparsed)
+	}
+	if !ipsecOrUDP(nh) {
+		return result(ReasonPassOther)
+	}
+	dst := netip.AddrFrom16([16]byte(p[24:40]))
+	return refL4(nh, p[off:total], dst, t)
+}
+
+// refL4 classifies seg, the bytes from the protocol header to the end of
+// the IP datagram.
+func refL4(proto byte, seg []byte, dst netip.Addr, t *ReferenceTable) Result {
+	spiAt := func(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
+	switch proto {
+	case 50:
+		if len(seg) < 8 || spiAt(seg) == 0 {
+			return result(ReasonMalformedESP)
+		}
+		return refSteer(SAKey{SPI: spiAt(seg), Dst: dst, Proto: ProtoESP}, t.Config.ESP, 0, t)
+	case 51:
+		if len(seg) < 12 {
+			return result(ReasonMalformedAH)
+		}
+		ahLen := (int(seg[1]) + 2) * 4
+		if ahLen < 12 || ahLen > len(seg) || (dst.Is6() && ahLen%8 != 0) || spiAt(seg[4:]) == 0 {
+			return result(ReasonMalformedAH)
+		}
+		if seg[0] == 50 && (len(seg)-ahLen < 8 || spiAt(seg[ahLen:]) == 0) {
+			return result(ReasonMalformedESP)
+		}
+		return refSteer(SAKey{SPI: spiAt(seg[4:]), Dst: dst, Proto: ProtoAH}, t.Config.AH, 0, t)
+	case 17:
+		if len(seg) < 4 {
+			return result(ReasonPassUnparsed)
+		}
+		dport := be16(seg[2:])
+		if dport == 500 {
+			return result(ReasonPassIKE)
+		}
+		if !t.Config.isNATTPort(dport) {
+			return result(ReasonPassOther)
+		}
+		if len(seg) < 8 {
+			return result(ReasonMalformedUDP)
+		}
+		ulen := int(be16(seg[4:]))
+		if ulen < 8 || ulen > len(seg) {
+			return result(ReasonMalformedUDP)
+		}
+		payload := seg[8:ulen]
+		switch {
+		case len(payload) == 1 && payload[0] == 0xff:
+			return result(ReasonPassKeepalive)
+		case len(payload) < 4:
+			return result(ReasonMalformedUDP)
+		case spiAt(payload) == 0:
+			return result(ReasonPassIKE) // non-ESP marker
+		case len(payload) < 8:
+			return result(ReasonMalformedESP)
+		}
+		return refSteer(SAKey{SPI: spiAt(payload), Dst: dst, Proto: ProtoESP}, t.Config.UDPESP, dport, t)
+	}
+	return result(ReasonPassOther)
+}
+
+func refSteer(k SAKey, classOn bool, encap uint16, t *ReferenceTable) Result {
+	sa, ok := t.lookup(k)
+	if !ok {
+		return result(ReasonNoState)
+	}
+	res := func(r Reason) Result {
+		out := result(r)
+		out.Matched, out.Key, out.SAID = true, k, sa.ID
+		return out
+	}
+	if sa.EncapPort != encap {
+		return res(ReasonStateMismatch)
+	}
+	famOn := t.Config.IPv6
+	if k.Dst.Is4() {
+		famOn = t.Config.IPv4
+	}
+	if !classOn || !famOn {
+		return res(ReasonDisabledClass)
+	}
+	if t.SocketBound {
+		return res(ReasonSteered)
+	}
+	return res(ReasonSteerFallback)
+}
