@@ -276,3 +276,5 @@ func fold(s uint64) uint16 {
 	}
 	return uint16(s)
 }
+
+func addrFrom4(b [4]byte) netip.Addr { return netip.AddrFrom4(b) }

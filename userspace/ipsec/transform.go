@@ -278,11 +278,15 @@ func (sa *SA) initEnc() error {
 }
 
 func (sa *SA) initAuth() error {
-	k := &sa.p.Auth
-	a, err := LookupAlgorithm(KindIntegrity, k.Name)
+	a, err := LookupAlgorithm(KindIntegrity, sa.p.Auth.Name)
 	if err != nil {
 		return err
 	}
+	return sa.initAuthWith(a)
+}
+
+func (sa *SA) initAuthWith(a *Algorithm) error {
+	k := &sa.p.Auth
 	if err := a.CheckKey(k.Key); err != nil {
 		return err
 	}
