@@ -1,0 +1,100 @@
+package capabilities
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestHubEvents(t *testing.T) {
+	st := State{Hardware: fullHardware(), Parameters: DefaultParameters(), Linux: Linux{EngineRunning: true,
+		Link: &LinkInfo{Name: "xe0", MTU: 1500, Up: true, RxQueues: 2}}}
+	hub := NewHub(st)
+	sub := hub.Subscribe(16)
+	defer sub.Close()
+	c := <-sub.C
+	if c.Seq != 1 || c.Reason != ReasonProbe || !c.State.Current().Equal(st.Current()) {
+		t.Fatalf("first change: %d %s", c.Seq, c.Reason)
+	}
+
+	// Parameters: AH off reaches the XDP config; a bad update publishes nothing.
+	if _, err := hub.SetParameters(Parameters{IPsecV2: NDIS_OFFLOAD_PARAMETERS_IPSECV2_ESP_ENABLED}); err != nil {
+		t.Fatal(err)
+	}
+	c = <-sub.C
+	if c.Seq != 2 || c.Reason != ReasonParametersSet || c.State.Current().XDPConfig().AH {
+		t.Fatalf("parameters change: %d %s AH=%v", c.Seq, c.Reason, c.State.Current().XDPConfig().AH)
+	}
+	if _, err := hub.SetParameters(Parameters{IPsecV2: 9}); !errors.Is(err, ErrBadParameter) {
+		t.Fatalf("bad update: %v", err)
+	}
+	// A set that changes nothing is still indicated (NDIS rule).
+	if _, err := hub.SetParameters(Parameters{}); err != nil {
+		t.Fatal(err)
+	}
+	if c = <-sub.C; c.Seq != 3 || c.Reason != ReasonParametersSet {
+		t.Fatalf("no-op set: %d %s", c.Seq, c.Reason)
+	}
+
+	// Link: one event per difference, none for an identical update.
+	if got := hub.LinkChanged(LinkInfo{Name: "xe0", MTU: 9000, Up: false, RxQueues: 4}); len(got) != 3 {
+		t.Fatalf("link change gave %d events", len(got))
+	}
+	for i, r := range []Reason{ReasonLinkDown, ReasonMTUChange, ReasonQueueChange} {
+		if c = <-sub.C; c.Reason != r || c.Seq != uint64(4+i) {
+			t.Fatalf("event %d: %d %s, want %s", i, c.Seq, c.Reason, r)
+		}
+	}
+	if got := hub.LinkChanged(LinkInfo{Name: "xe0", MTU: 9000, Up: false, RxQueues: 4}); len(got) != 0 {
+		t.Fatalf("identical link update gave %d events", len(got))
+	}
+	if got := hub.LinkChanged(LinkInfo{Name: "other", MTU: 1}); len(got) != 0 {
+		t.Fatal("another link's update produced events")
+	}
+
+	// Self-test failure removes the algorithm from both views.
+	hub.SelfTestFailed("rfc4106(gcm(aes))", errors.New("vector 3: tag mismatch"))
+	c = <-sub.C
+	if c.Reason != ReasonSelfTestFailure || c.State.Hardware.HasAlgorithm("rfc4106(gcm(aes))") || c.State.Current().HasAlgorithm("rfc4106(gcm(aes))") {
+		t.Fatalf("self-test failure: %s %v", c.Reason, c.State.Current().Algorithms)
+	}
+	if st.Hardware.HasAlgorithm("rfc4106(gcm(aes))") != true {
+		t.Fatal("hub changed the caller's state")
+	}
+
+	// XDP fallback, then engine stop: everything off.
+	hub.XDPModeChanged(XDPGeneric, "native attach failed")
+	if c = <-sub.C; c.Reason != ReasonXDPFallback || c.State.Linux.XDPMode != XDPGeneric {
+		t.Fatalf("fallback: %s %s", c.Reason, c.State.Linux.XDPMode)
+	}
+	hub.EngineStopped("SIGTERM")
+	c = <-sub.C
+	if c.Reason != ReasonEngineStop || c.State.Current().Active() || c.State.Current().XDPConfig() != (XDPConfig{}) ||
+		c.State.Current().V2() != (IPsecOffloadV2{}) || c.State.Current().V1() != (IPsecOffloadV1{}) {
+		t.Fatalf("engine stop left something on: %+v", c.State.Current())
+	}
+	if c.Seq != hub.Last().Seq || hub.Last().Reason != ReasonEngineStop {
+		t.Fatalf("Last = %d %s", hub.Last().Seq, hub.Last().Reason)
+	}
+}
+
+func TestHubSlowSubscriberKeepsNewest(t *testing.T) {
+	hub := NewHub(State{Parameters: DefaultParameters()})
+	sub := hub.Subscribe(2)
+	for range 10 {
+		if _, err := hub.SetParameters(Parameters{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := <-sub.C, <-sub.C
+	if a.Seq != 10 || b.Seq != 11 || sub.Missed() != 9 {
+		t.Fatalf("kept %d,%d missed %d; want 10,11 missed 9", a.Seq, b.Seq, sub.Missed())
+	}
+	sub.Close()
+	sub.Close()
+	if _, ok := <-sub.C; ok {
+		t.Fatal("C open after Close")
+	}
+	if _, err := hub.SetParameters(Parameters{}); err != nil { // no send on a closed channel
+		t.Fatal(err)
+	}
+}
