@@ -201,6 +201,11 @@ func Create(cfg Config) (*Device, error) {
 			return nil, err
 		}
 	}
+	for _, a := range cfg.Addrs {
+		if err := d.waitLocal(a.Addr()); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return d, nil
 }
@@ -246,7 +251,9 @@ func (d *Device) SetMTU(mtu int) error {
 }
 
 // AddAddr assigns p (address and prefix length) to the device. Adding an
-// address that is already there is not an error.
+// address that is already there is not an error. An IPv6 address may take
+// a moment to accept traffic (the kernel finishes it on a workqueue);
+// Create waits for the addresses of its Config.
 func (d *Device) AddAddr(p netip.Prefix) error {
 	a := &netlink.Addr{IPNet: prefixNet(p)}
 	if p.Addr().Is6() {
@@ -256,6 +263,24 @@ func (d *Device) AddAddr(p netip.Prefix) error {
 		return fmt.Errorf("tun %s: add address %s: %w", d.name, p, err)
 	}
 	return nil
+}
+
+// waitLocal waits until the stack delivers packets to a, bounded by 2 s.
+// The kernel installs an IPv6 address's local route from a workqueue
+// (after duplicate address detection, even with IFA_F_NODAD), so a packet
+// written right after AddAddr could be dropped as Ip6InAddrErrors.
+func (d *Device) waitLocal(a netip.Addr) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		rs, err := d.nl.RouteGet(a.AsSlice())
+		if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tun %s: address %s not usable after 2s (route get: %v)", d.name, a, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // AddRoute routes destination prefix p to the device (replacing a route to

@@ -1,0 +1,599 @@
+// Package neigh gives the outbound pipeline the Ethernet header for an
+// outer destination: the egress link's MAC as source and the next hop's
+// MAC as destination, taken from the kernel's route and neighbour tables,
+// which stay the single source of truth (`ip route`, `ip neigh` and every
+// routing daemon keep working).
+//
+// # Hot path
+//
+// Lookup reads an immutable table through an atomic pointer: no lock, no
+// syscall, no allocation on a hit, safe from any number of workers. One
+// resolver goroutine owns every change and publishes a new table
+// (copy-on-write) when the kernel reports one, so a table change costs
+// O(entries) once, never per packet. This suits the few hundred peers an
+// IPsec host talks to; it would not suit a router with a million
+// neighbours.
+//
+// # Misses: how resolution is triggered
+//
+// On a miss Lookup returns Pending and hands the address to the resolver
+// without blocking (the caller drops or queues the packet and counts it).
+// The resolver asks the kernel for the route (RTM_GETROUTE, as `ip route
+// get`), then for the next hop's neighbour entry. When there is no usable
+// entry it sends RTM_NEWNEIGH with the NTF_USE flag for the next hop (what
+// `ip neigh replace ADDR dev LINK use` does): the kernel creates the entry
+// if needed and runs its own ARP / neighbour discovery state machine, with
+// its own timers, retries and sysctls, exactly as if it were about to send
+// a packet there. No packet is sent by us and nothing leaves the
+// namespace's own links. The answer arrives as an RTM_NEWNEIGH
+// notification, which resolves the entry; NUD_FAILED makes it
+// Unreachable for Config.FailedHold, after which the next lookup retries.
+//
+// # Keeping the kernel's view honest
+//
+// Our packets bypass the kernel, so it never sees traffic to a neighbour
+// and never re-confirms it. Every Config.RefreshInterval the resolver sends
+// NTF_USE again for each next hop a worker used since the last round, so a
+// STALE entry goes through DELAY/PROBE like one the kernel itself uses: a
+// peer that changed its MAC or vanished is noticed, and the notification
+// updates or invalidates the cached header. Neighbour, route and link
+// notifications all invalidate what they touch (a route change re-resolves
+// every destination: routes change rarely and a change may move any of
+// them).
+package neigh
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// State is the outcome of a Lookup.
+type State uint8
+
+const (
+	// Resolved: Hop holds a usable Ethernet header.
+	Resolved State = iota
+	// Pending: resolution is under way; queue or drop the packet (counted).
+	Pending
+	// Unreachable: no route, a route that is not through an Ethernet link,
+	// or the kernel failed to resolve the next hop; drop the packet
+	// (counted). The verdict is kept for Config.FailedHold, then retried.
+	Unreachable
+)
+
+func (s State) String() string {
+	switch s {
+	case Resolved:
+		return "resolved"
+	case Pending:
+		return "pending"
+	case Unreachable:
+		return "unreachable"
+	}
+	return "unknown"
+}
+
+// Hop is where a packet to one destination goes.
+type Hop struct {
+	// Header is the Ethernet header: next hop MAC, link MAC, and the
+	// EtherType of the destination's family (0x0800 or 0x86dd).
+	Header [14]byte
+	// LinkIndex is the egress link.
+	LinkIndex int
+	// NextHop is the gateway, or the destination itself when on-link.
+	NextHop netip.Addr
+	// Src is the route's preferred source address (the kernel's choice,
+	// as `ip route get` shows it); it may be the zero Addr.
+	Src netip.Addr
+	// MTU is the route's MTU (including a path MTU exception) or else the
+	// link's.
+	MTU int
+}
+
+// Config tunes the Resolver. Zero values take the defaults.
+type Config struct {
+	// FailedHold is how long an Unreachable verdict is kept before the
+	// next lookup retries (default 1s).
+	FailedHold time.Duration
+	// PendingTimeout bounds Pending: a resolution without an answer from
+	// the kernel after this long becomes Unreachable (default 5s, longer
+	// than the kernel's default 3 probes at 1s).
+	PendingTimeout time.Duration
+	// RefreshInterval is how often used next hops are re-confirmed with
+	// the kernel (default 5s, the kernel's delay_first_probe_time).
+	RefreshInterval time.Duration
+	// IdleTimeout drops entries no worker used for this long (default 5m).
+	IdleTimeout time.Duration
+	// MaxEntries bounds the table (default 4096). Lookups of further
+	// destinations get Unreachable, counted in Stats.TableFull.
+	MaxEntries int
+	// Requests is the capacity of the miss queue (default 1024); misses
+	// beyond it are counted in Stats.RequestsDropped and retried on the
+	// next lookup.
+	Requests int
+}
+
+func (c *Config) defaults() {
+	if c.FailedHold <= 0 {
+		c.FailedHold = time.Second
+	}
+	if c.PendingTimeout <= 0 {
+		c.PendingTimeout = 5 * time.Second
+	}
+	if c.RefreshInterval <= 0 {
+		c.RefreshInterval = 5 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = 4096
+	}
+	if c.Requests <= 0 {
+		c.Requests = 1024
+	}
+}
+
+// Stats are the resolver's counters.
+type Stats struct {
+	Entries         int    // destinations in the table now
+	Resolutions     uint64 // misses the resolver worked on
+	Triggers        uint64 // NTF_USE requests sent to the kernel (misses and refreshes)
+	Updates         uint64 // table changes published
+	RequestsDropped uint64 // misses not queued because the queue was full
+	TableFull       uint64 // destinations refused because of MaxEntries
+	Resubscribes    uint64 // notification sockets reopened after an error (overflow)
+}
+
+// entry is immutable once published, except used.
+type entry struct {
+	hop   Hop
+	state State
+	used  atomic.Bool // set by Lookup (only when clear), swapped by the resolver
+	// Resolver-owned; Lookup never reads these.
+	since    time.Time
+	lastUsed time.Time
+}
+
+type table map[netip.Addr]*entry
+
+// Resolver caches next hops and their Ethernet headers.
+//
+// Concurrency: Lookup is safe from any number of goroutines and never
+// blocks. Stats and Close are safe from any goroutine. All other work runs
+// on the Resolver's own goroutines, which Close stops and waits for.
+type Resolver struct {
+	cfg   Config
+	table atomic.Pointer[table]
+	req   chan netip.Addr
+
+	nl     *netlink.Handle
+	nsh    netns.NsHandle
+	done   chan struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
+
+	requestsDropped atomic.Uint64
+	tableFull       atomic.Uint64
+	resolutions     atomic.Uint64
+	triggers        atomic.Uint64
+	updates         atomic.Uint64
+	resubscribes    atomic.Uint64
+}
+
+// New starts a Resolver for the network namespace of the calling thread
+// (call it inside the namespace, e.g. from testutil.NS.Do; the Resolver
+// keeps working in that namespace from any thread).
+func New(cfg Config) (*Resolver, error) {
+	cfg.defaults()
+	nsh, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("neigh: get current netns: %w", err)
+	}
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
+	if err != nil {
+		nsh.Close()
+		return nil, fmt.Errorf("neigh: open netlink: %w", err)
+	}
+	r := &Resolver{cfg: cfg, req: make(chan netip.Addr, cfg.Requests), nl: h, nsh: nsh, done: make(chan struct{})}
+	t := table{}
+	r.table.Store(&t)
+	subs, err := r.subscribe()
+	if err != nil {
+		h.Close()
+		nsh.Close()
+		return nil, err
+	}
+	r.wg.Add(1)
+	go r.run(subs)
+	return r, nil
+}
+
+// Lookup returns the next hop for dst. On a hit it makes no syscall and no
+// allocation. A miss queues a resolution and returns Pending.
+func (r *Resolver) Lookup(dst netip.Addr) (Hop, State) {
+	e := (*r.table.Load())[dst]
+	if e == nil {
+		select {
+		case r.req <- dst:
+		default:
+			r.requestsDropped.Add(1)
+		}
+		return Hop{}, Pending
+	}
+	if !e.used.Load() {
+		e.used.Store(true)
+	}
+	return e.hop, e.state
+}
+
+// Stats returns the counters.
+func (r *Resolver) Stats() Stats {
+	return Stats{
+		Entries:         len(*r.table.Load()),
+		Resolutions:     r.resolutions.Load(),
+		Triggers:        r.triggers.Load(),
+		Updates:         r.updates.Load(),
+		RequestsDropped: r.requestsDropped.Load(),
+		TableFull:       r.tableFull.Load(),
+		Resubscribes:    r.resubscribes.Load(),
+	}
+}
+
+// Close stops the resolver and its notification sockets and waits for its
+// goroutines. Lookup keeps answering from the last table afterwards
+// (misses stay Pending). It is idempotent.
+func (r *Resolver) Close() error {
+	r.closed.Do(func() {
+		close(r.done)
+		r.wg.Wait()
+		r.nl.Close()
+		r.nsh.Close()
+	})
+	return nil
+}
+
+type subscriptions struct {
+	neigh chan netlink.NeighUpdate
+	route chan netlink.RouteUpdate
+	link  chan netlink.LinkUpdate
+	stop  chan struct{}
+}
+
+func (r *Resolver) subscribe() (*subscriptions, error) {
+	s := &subscriptions{
+		neigh: make(chan netlink.NeighUpdate, 256),
+		route: make(chan netlink.RouteUpdate, 256),
+		link:  make(chan netlink.LinkUpdate, 64),
+		stop:  make(chan struct{}),
+	}
+	ns := r.nsh
+	// The library closes a channel when its socket fails (ENOBUFS on
+	// overflow); run notices and resubscribes. Errors need no callback.
+	if err := netlink.NeighSubscribeWithOptions(s.neigh, s.stop, netlink.NeighSubscribeOptions{Namespace: &ns}); err != nil {
+		close(s.stop)
+		return nil, fmt.Errorf("neigh: subscribe to neighbour changes: %w", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(s.route, s.stop, netlink.RouteSubscribeOptions{Namespace: &ns}); err != nil {
+		close(s.stop)
+		return nil, fmt.Errorf("neigh: subscribe to route changes: %w", err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(s.link, s.stop, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+		close(s.stop)
+		return nil, fmt.Errorf("neigh: subscribe to link changes: %w", err)
+	}
+	return s, nil
+}
+
+func (s *subscriptions) close() {
+	close(s.stop)
+	// Closing stop closes the sockets, which wakes the library's receive
+	// goroutines (their fds are in Go's netpoller); each then closes its
+	// channel. Draining waits for them, so Close leaks no goroutine.
+	for range s.neigh {
+	}
+	for range s.route {
+	}
+	for range s.link {
+	}
+}
+
+// run is the only writer of the table.
+func (r *Resolver) run(subs *subscriptions) {
+	defer r.wg.Done()
+	tick := time.NewTicker(min(r.cfg.FailedHold, r.cfg.RefreshInterval, 250*time.Millisecond))
+	defer tick.Stop()
+	lastRefresh := time.Now()
+	w := &writer{r: r}
+	defer func() {
+		if subs != nil {
+			subs.close()
+		}
+	}()
+	for {
+		w.begin()
+		var broken bool
+		select {
+		case <-r.done:
+			return
+		case dst := <-r.req:
+			w.request(dst)
+			// Take the whole burst of misses in one table update.
+			for more := true; more; {
+				select {
+				case dst := <-r.req:
+					w.request(dst)
+				default:
+					more = false
+				}
+			}
+		case u, ok := <-subs.neigh:
+			if broken = !ok; ok {
+				w.neighbour(u)
+			}
+		case u, ok := <-subs.route:
+			if broken = !ok; ok && u.Table != unix.RT_TABLE_LOCAL {
+				w.reresolve(func(*entry) bool { return true })
+			}
+		case u, ok := <-subs.link:
+			if broken = !ok; ok {
+				idx := int(u.Index)
+				w.reresolve(func(e *entry) bool { return e.hop.LinkIndex == idx })
+			}
+		case now := <-tick.C:
+			w.housekeep(now, now.Sub(lastRefresh) >= r.cfg.RefreshInterval)
+			if now.Sub(lastRefresh) >= r.cfg.RefreshInterval {
+				lastRefresh = now
+			}
+		}
+		if broken {
+			// Lost notifications: start over with fresh sockets and
+			// re-resolve everything, since any change may have been missed.
+			subs.close()
+			subs = nil
+			for subs == nil {
+				subs, _ = r.subscribe()
+				if subs != nil {
+					break
+				}
+				select {
+				case <-r.done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			r.resubscribes.Add(1)
+			w.reresolve(func(*entry) bool { return true })
+		}
+		w.commit()
+	}
+}
+
+// writer batches changes to the table into one copy-on-write publish.
+type writer struct {
+	r    *Resolver
+	next table // nil until the first change in this round
+}
+
+func (w *writer) begin() { w.next = nil }
+
+func (w *writer) cur() table {
+	if w.next != nil {
+		return w.next
+	}
+	return *w.r.table.Load()
+}
+
+func (w *writer) set(dst netip.Addr, e *entry) {
+	if w.next == nil {
+		old := *w.r.table.Load()
+		w.next = make(table, len(old)+1)
+		for k, v := range old {
+			w.next[k] = v
+		}
+	}
+	if e == nil {
+		delete(w.next, dst)
+	} else {
+		w.next[dst] = e
+	}
+}
+
+func (w *writer) commit() {
+	if w.next != nil {
+		t := w.next
+		w.r.table.Store(&t)
+		w.r.updates.Add(1)
+		w.next = nil
+	}
+}
+
+func (w *writer) request(dst netip.Addr) {
+	if w.cur()[dst] != nil {
+		return // already known or under way (duplicate miss)
+	}
+	if len(w.cur()) >= w.r.cfg.MaxEntries {
+		w.r.tableFull.Add(1)
+		return
+	}
+	w.r.resolutions.Add(1)
+	w.set(dst, w.resolve(dst, nil))
+}
+
+// resolve asks the kernel for dst's route and neighbour and returns the
+// new entry; prev (may be nil) carries the usage marks over.
+func (w *writer) resolve(dst netip.Addr, prev *entry) *entry {
+	now := time.Now()
+	e := &entry{state: Unreachable, since: now, lastUsed: now}
+	if prev != nil {
+		e.lastUsed = prev.lastUsed
+		e.used.Store(prev.used.Load())
+	}
+	routes, err := w.r.nl.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return e
+	}
+	rt := routes[0]
+	if rt.Type != unix.RTN_UNICAST && rt.Type != 0 {
+		return e // local, blackhole, unreachable, prohibit...
+	}
+	link, err := w.r.nl.LinkByIndex(rt.LinkIndex)
+	if err != nil {
+		return e
+	}
+	mac := link.Attrs().HardwareAddr
+	if len(mac) != 6 {
+		return e // not an Ethernet link (loopback, TUN...): AF_XDP cannot send there
+	}
+	next := dst
+	if a, ok := netip.AddrFromSlice(rt.Gw); ok {
+		next = a.Unmap()
+	} else if v, ok := rt.Via.(*netlink.Via); ok {
+		if a, ok := netip.AddrFromSlice(v.Addr); ok {
+			next = a.Unmap()
+		}
+	}
+	e.hop.LinkIndex = rt.LinkIndex
+	e.hop.NextHop = next
+	if a, ok := netip.AddrFromSlice(rt.Src); ok {
+		e.hop.Src = a.Unmap()
+	}
+	e.hop.MTU = rt.MTU
+	if e.hop.MTU == 0 {
+		e.hop.MTU = link.Attrs().MTU
+	}
+	copy(e.hop.Header[6:12], mac)
+	if dst.Is4() {
+		binary.BigEndian.PutUint16(e.hop.Header[12:], unix.ETH_P_IP)
+	} else {
+		binary.BigEndian.PutUint16(e.hop.Header[12:], unix.ETH_P_IPV6)
+	}
+	family := netlink.FAMILY_V4
+	if next.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	neighs, err := w.r.nl.NeighList(rt.LinkIndex, family)
+	if err == nil {
+		for _, n := range neighs {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == next {
+				if usable(n.State) && len(n.HardwareAddr) == 6 {
+					copy(e.hop.Header[0:6], n.HardwareAddr)
+					e.state = Resolved
+					return e
+				}
+				break
+			}
+		}
+	}
+	e.state = Pending
+	w.trigger(rt.LinkIndex, next)
+	return e
+}
+
+// usable: the kernel has a link-layer address it would send to.
+func usable(state int) bool {
+	return state&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+}
+
+// trigger makes the kernel resolve (or re-confirm) next on link, as if it
+// were about to send a packet there: RTM_NEWNEIGH with NTF_USE.
+func (w *writer) trigger(link int, next netip.Addr) {
+	w.r.triggers.Add(1)
+	family := netlink.FAMILY_V4
+	if next.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	// Errors (link gone, address family disabled) surface as a
+	// notification or the pending timeout; nothing to do here.
+	_ = w.r.nl.NeighSet(&netlink.Neigh{
+		LinkIndex: link, Family: family, IP: net.IP(next.AsSlice()), Flags: netlink.NTF_USE,
+	})
+}
+
+// neighbour applies a neighbour notification to every destination whose
+// next hop it is.
+func (w *writer) neighbour(u netlink.NeighUpdate) {
+	a, ok := netip.AddrFromSlice(u.IP)
+	if !ok {
+		return
+	}
+	a = a.Unmap()
+	for dst, e := range w.cur() {
+		if e.hop.NextHop != a || e.hop.LinkIndex != u.LinkIndex {
+			continue
+		}
+		n := &entry{hop: e.hop, since: time.Now(), lastUsed: e.lastUsed}
+		n.used.Store(e.used.Load())
+		switch {
+		case u.Type == unix.RTM_DELNEIGH:
+			w.set(dst, nil) // the next lookup resolves again
+			continue
+		case usable(u.State) && len(u.HardwareAddr) == 6:
+			if e.state == Resolved && [6]byte(e.hop.Header[0:6]) == [6]byte(u.HardwareAddr) {
+				continue // confirmation, nothing changed
+			}
+			copy(n.hop.Header[0:6], u.HardwareAddr)
+			n.state = Resolved
+		case u.State&netlink.NUD_FAILED != 0:
+			n.state = Unreachable
+		case u.State&netlink.NUD_INCOMPLETE != 0:
+			if e.state == Pending {
+				continue
+			}
+			n.state = Pending
+		default:
+			continue
+		}
+		w.set(dst, n)
+	}
+}
+
+// reresolve resolves again every destination match selects.
+func (w *writer) reresolve(match func(*entry) bool) {
+	for dst, e := range w.cur() {
+		if !match(e) {
+			continue
+		}
+		n := w.resolve(dst, e)
+		if n.state == e.state && n.hop == e.hop {
+			continue
+		}
+		w.set(dst, n)
+	}
+}
+
+// housekeep expires Unreachable and overdue Pending entries, drops idle
+// ones and, when refresh is set, re-confirms the next hops in use.
+func (w *writer) housekeep(now time.Time, refresh bool) {
+	confirmed := map[netip.Addr]bool{}
+	for dst, e := range w.cur() {
+		if refresh {
+			if e.used.Swap(false) {
+				e.lastUsed = now
+				if e.state == Resolved && !confirmed[e.hop.NextHop] {
+					confirmed[e.hop.NextHop] = true
+					w.trigger(e.hop.LinkIndex, e.hop.NextHop)
+				}
+			} else if now.Sub(e.lastUsed) > w.r.cfg.IdleTimeout {
+				w.set(dst, nil)
+				continue
+			}
+		}
+		switch {
+		case e.state == Unreachable && now.Sub(e.since) >= w.r.cfg.FailedHold:
+			w.set(dst, nil)
+		case e.state == Pending && now.Sub(e.since) >= w.r.cfg.PendingTimeout:
+			n := &entry{hop: e.hop, state: Unreachable, since: now, lastUsed: e.lastUsed}
+			w.set(dst, n)
+		}
+	}
+}
