@@ -94,8 +94,9 @@ func newReturnProg(tb testing.TB, action int32) *ebpf.Program {
 	return prog
 }
 
-// attachXDP attaches prog in driver (native) mode to ifindex inside ns.
-func attachXDP(tb testing.TB, ns *testutil.NS, prog *ebpf.Program, ifindex int) {
+// attachXDP attaches prog in driver (native) mode to ifindex inside ns; the
+// returned link can swap the program (Update) and is closed at cleanup.
+func attachXDP(tb testing.TB, ns *testutil.NS, prog *ebpf.Program, ifindex int) link.Link {
 	tb.Helper()
 	var l link.Link
 	err := ns.Do(func() error {
@@ -107,6 +108,7 @@ func attachXDP(tb testing.TB, ns *testutil.NS, prog *ebpf.Program, ifindex int) 
 		tb.Fatalf("attach XDP to ifindex %d in %s: %v", ifindex, ns.Name, err)
 	}
 	tb.Cleanup(func() { l.Close() })
+	return l
 }
 
 // openIn opens a socket inside ns and closes it when the test ends.
