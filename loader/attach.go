@@ -1,0 +1,632 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/bpf"
+)
+
+// DefaultPinRoot is where Attach pins, one directory per interface.
+const DefaultPinRoot = "/sys/fs/bpf/xdpsec"
+
+// Names of the pins besides the maps (which are pinned by map name).
+const (
+	pinLink = "link" // the bpf_link, when attached through one
+	pinProg = "prog" // the program, when attached through netlink
+)
+
+// Mode is how the program is attached to a link.
+type Mode uint8
+
+const (
+	// ModeAuto tries native and falls back to generic, logging why.
+	ModeAuto Mode = iota
+	// ModeNative runs the program in the driver (XDP_FLAGS_DRV_MODE).
+	ModeNative
+	// ModeGeneric runs it on the skb path (XDP_FLAGS_SKB_MODE), on any
+	// link, more slowly.
+	ModeGeneric
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode parses "auto", "native" (or "driver", "drv") and "generic" (or
+// "skb").
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(s) {
+	case "auto", "":
+		return ModeAuto, nil
+	case "native", "driver", "drv":
+		return ModeNative, nil
+	case "generic", "skb":
+		return ModeGeneric, nil
+	}
+	return 0, fmt.Errorf("unknown XDP mode %q: want auto, native or generic", s)
+}
+
+// Options tune Attach, Open and Detach. The zero value is valid.
+type Options struct {
+	// Force replaces a foreign XDP program already on the link.
+	Force bool
+	// PinRoot is the bpffs directory holding one directory per interface;
+	// DefaultPinRoot when empty.
+	PinRoot string
+	// MaxSAs sizes the SA map (DefaultMaxSAs when 0). Queues sizes the XSK
+	// map (DefaultQueues when 0). Both apply when the maps are created;
+	// pinned maps of another size make Attach fail (detach first).
+	MaxSAs uint32
+	Queues uint32
+	// Config is written when Attach creates the maps; DefaultConfig when
+	// nil. Reused maps keep their config.
+	Config *Config
+	// Netlink attaches through IFLA_XDP instead of a bpf_link. Attach
+	// does this by itself on kernels without XDP bpf_link (before 5.9).
+	Netlink bool
+	// Logger receives the auto-mode fallback reason; slog.Default() when
+	// nil.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.PinRoot == "" {
+		o.PinRoot = DefaultPinRoot
+	}
+	if o.MaxSAs == 0 {
+		o.MaxSAs = DefaultMaxSAs
+	}
+	if o.Queues == 0 {
+		o.Queues = DefaultQueues
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Datapath is the program attached to one link, with its maps. Close
+// releases this process's handles and leaves the program attached (the
+// pins keep it); Detach removes it.
+type Datapath struct {
+	*Maps
+	ifname string
+	dir    string
+	prog   *ebpf.Program
+	lnk    link.Link // nil when attached through netlink
+}
+
+func findLink(ifname string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("%w: no interface named %q in this network namespace", ErrLinkNotFound, ifname)
+		}
+		return nil, fmt.Errorf("look up link %q: %w", ifname, err)
+	}
+	return l, nil
+}
+
+// xdpProgID returns the id of the XDP program on l and the mode it runs in.
+func xdpProgID(l netlink.Link) (ebpf.ProgramID, Mode, bool) {
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return 0, 0, false
+	}
+	m := ModeNative
+	if x.AttachMode == nl.XDP_ATTACHED_SKB {
+		m = ModeGeneric
+	}
+	return ebpf.ProgramID(x.ProgId), m, true
+}
+
+// Attach loads the program and attaches it to ifname in mode, pinning its
+// maps and link under opts.PinRoot/ifname. If xdpsec is already attached
+// there (by this or an earlier process), Attach reuses it and returns a
+// handle; an explicit mode that differs from the attached one is an error.
+// A foreign XDP program makes Attach fail with ErrForeignProgram unless
+// opts.Force. On failure nothing Attach created is left behind.
+func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
+	opts = opts.withDefaults()
+	l, err := findLink(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	dir := filepath.Join(opts.PinRoot, ifname)
+
+	d, err := open(l, dir)
+	switch {
+	case err == nil:
+		_, cur, _ := xdpProgID(l)
+		if mode != ModeAuto && cur != mode {
+			d.Close()
+			return nil, fmt.Errorf("attach xdp to %s: xdpsec is already attached in %s mode; detach first to change it", ifname, cur)
+		}
+		return d, nil
+	case !errors.Is(err, ErrNotAttached):
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+
+	if id, m, ok := xdpProgID(l); ok {
+		name := ""
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			if info, err := p.Info(); err == nil {
+				name = info.Name
+			}
+			p.Close()
+		}
+		if !opts.Force {
+			return nil, fmt.Errorf("attach xdp to %s: %w (program %d %q, %s mode); detach it or use force", ifname, ErrForeignProgram, id, name, m)
+		}
+		if err := removeNetlinkProg(l, m); err != nil {
+			return nil, fmt.Errorf("attach xdp to %s: remove foreign program %d %q (a bpf_link owned by another tool cannot be replaced; detach it there): %w", ifname, id, name, err)
+		}
+		opts.Logger.Warn("replaced a foreign XDP program", "link", ifname, "program_id", uint32(id), "name", name)
+	}
+
+	d, err = attachNew(l, dir, mode, opts)
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	return d, nil
+}
+
+// bpffsMount is where Linux distributions mount the BPF filesystem.
+const bpffsMount = "/sys/fs/bpf"
+
+// ensureBPFFS mounts bpffs on /sys/fs/bpf when root lies there and nothing
+// (systemd, usually) has mounted it yet, as iproute2 and bpftool do.
+func ensureBPFFS(root string, log *slog.Logger) error {
+	if root != bpffsMount && !strings.HasPrefix(root, bpffsMount+"/") {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(bpffsMount, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", bpffsMount, "bpf", 0, "mode=0700"); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("%w: mount bpffs on %s: %w", ErrPermission, bpffsMount, err)
+		}
+		return fmt.Errorf("%w: mount bpffs on %s: %w", ErrNoBPF, bpffsMount, err)
+	}
+	log.Info("mounted the BPF filesystem", "path", bpffsMount)
+	return nil
+}
+
+func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath, err error) {
+	if err := ensureBPFFS(opts.PinRoot, opts.Logger); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%w: create %s: %w", ErrPermission, dir, err)
+		}
+		return nil, fmt.Errorf("%w: create %s (is bpffs mounted at /sys/fs/bpf?): %w", ErrNoBPF, dir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		removePins(dir, opts.PinRoot)
+		return nil, fmt.Errorf("%w: %s is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", ErrNoBPF, dir)
+	}
+	_, statErr := os.Stat(filepath.Join(dir, bpf.MapConfig))
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	defer func() {
+		if err != nil {
+			if d != nil {
+				d.Close()
+			}
+			if fresh {
+				removePins(dir, opts.PinRoot)
+			}
+		}
+	}()
+
+	coll, err := loadCollection(loadParams{pinDir: dir, maxSAs: opts.MaxSAs, queues: opts.Queues})
+	if err != nil {
+		return nil, err
+	}
+	d, err = datapathFrom(coll, l.Attrs().Name, dir)
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		cfg := DefaultConfig()
+		if opts.Config != nil {
+			cfg = *opts.Config
+		}
+		if err := d.SetConfig(cfg); err != nil {
+			return d, err
+		}
+	}
+
+	d.lnk, err = attachProgram(d.prog, l, mode, opts)
+	if err != nil {
+		return d, err
+	}
+	if d.lnk != nil {
+		if err := d.lnk.Pin(filepath.Join(dir, pinLink)); err != nil {
+			d.lnk.Close()
+			d.lnk = nil
+			return d, fmt.Errorf("pin link: %w", err)
+		}
+		return d, nil
+	}
+	if err := d.prog.Pin(filepath.Join(dir, pinProg)); err != nil {
+		_, m, _ := xdpProgID(l)
+		_ = removeNetlinkProg(l, m)
+		return d, fmt.Errorf("pin program: %w", err)
+	}
+	return d, nil
+}
+
+// datapathFrom takes the program and maps out of coll and closes the rest.
+func datapathFrom(coll *ebpf.Collection, ifname, dir string) (*Datapath, error) {
+	defer coll.Close()
+	maps := map[string]*ebpf.Map{}
+	for _, name := range pinnedMaps {
+		m := coll.DetachMap(name)
+		if m == nil {
+			return nil, fmt.Errorf("object lacks map %s", name)
+		}
+		maps[name] = m
+	}
+	mm, err := mapsFrom(maps)
+	if err != nil {
+		return nil, err
+	}
+	return &Datapath{Maps: mm, ifname: ifname, dir: dir, prog: coll.DetachProgram(bpf.ProgClassify)}, nil
+}
+
+func attachProgram(prog *ebpf.Program, l netlink.Link, mode Mode, opts Options) (link.Link, error) {
+	one := func(m Mode) (link.Link, error) {
+		if !opts.Netlink {
+			flags := link.XDPDriverMode
+			if m == ModeGeneric {
+				flags = link.XDPGenericMode
+			}
+			lnk, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: l.Attrs().Index, Flags: flags})
+			if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+				return lnk, attachErr(err)
+			}
+			opts.Logger.Info("kernel lacks XDP bpf_link; attaching through netlink", "link", l.Attrs().Name)
+		}
+		flags := nl.XDP_FLAGS_UPDATE_IF_NOEXIST | nl.XDP_FLAGS_DRV_MODE
+		if m == ModeGeneric {
+			flags = nl.XDP_FLAGS_UPDATE_IF_NOEXIST | nl.XDP_FLAGS_SKB_MODE
+		}
+		return nil, attachErr(netlink.LinkSetXdpFdWithFlags(l, prog.FD(), flags))
+	}
+	switch mode {
+	case ModeNative, ModeGeneric:
+		lnk, err := one(mode)
+		if err != nil {
+			return nil, fmt.Errorf("%s mode: %w", mode, err)
+		}
+		return lnk, nil
+	}
+	lnk, err := one(ModeNative)
+	if err == nil {
+		return lnk, nil
+	}
+	if errors.Is(err, ErrPermission) {
+		return nil, err
+	}
+	opts.Logger.Info("native XDP attach failed; falling back to generic mode", "link", l.Attrs().Name, "reason", err.Error())
+	lnk, gerr := one(ModeGeneric)
+	if gerr != nil {
+		return nil, fmt.Errorf("native mode: %w; generic mode: %w", err, gerr)
+	}
+	return lnk, nil
+}
+
+func attachErr(err error) error {
+	if err != nil && errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
+}
+
+func removeNetlinkProg(l netlink.Link, m Mode) error {
+	flags := nl.XDP_FLAGS_DRV_MODE
+	if m == ModeGeneric {
+		flags = nl.XDP_FLAGS_SKB_MODE
+	}
+	return attachErr(netlink.LinkSetXdpFdWithFlags(l, -1, flags))
+}
+
+// Open re-opens what an earlier Attach pinned for ifname, without changing
+// anything; ErrNotAttached when nothing (or only stale pins) is there.
+func Open(ifname string, opts Options) (*Datapath, error) {
+	opts = opts.withDefaults()
+	l, err := findLink(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
+	}
+	d, err := open(l, filepath.Join(opts.PinRoot, ifname))
+	if err != nil {
+		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
+	}
+	return d, nil
+}
+
+func open(l netlink.Link, dir string) (*Datapath, error) {
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: nothing pinned at %s", ErrNotAttached, dir)
+		}
+		return nil, attachErr(err)
+	}
+	d := &Datapath{ifname: l.Attrs().Name, dir: dir}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	if lnk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+		d.lnk = lnk
+		info, err := lnk.Info()
+		if err != nil {
+			return nil, fmt.Errorf("inspect pinned link: %w", err)
+		}
+		if x := info.XDP(); x == nil || int(x.Ifindex) != l.Attrs().Index {
+			return nil, fmt.Errorf("%w: the link pinned at %s no longer drives %s (stale pins; run detach)", ErrNotAttached, dir, d.ifname)
+		}
+		if d.prog, err = ebpf.NewProgramFromID(info.Program); err != nil {
+			return nil, fmt.Errorf("open attached program %d: %w", info.Program, attachErr(err))
+		}
+	} else if prog, perr := ebpf.LoadPinnedProgram(filepath.Join(dir, pinProg), nil); perr == nil {
+		d.prog = prog
+		info, err := prog.Info()
+		if err != nil {
+			return nil, fmt.Errorf("inspect pinned program: %w", err)
+		}
+		pid, _ := info.ID()
+		if id, _, attached := xdpProgID(l); !attached || id != pid {
+			return nil, fmt.Errorf("%w: the program pinned at %s is not on %s (stale pins; run detach)", ErrNotAttached, dir, d.ifname)
+		}
+	} else {
+		if errors.Is(err, os.ErrPermission) || errors.Is(perr, os.ErrPermission) {
+			return nil, attachErr(err)
+		}
+		return nil, fmt.Errorf("%w: no link or program pinned at %s (stale pins; run detach)", ErrNotAttached, dir)
+	}
+	maps := map[string]*ebpf.Map{}
+	for _, name := range pinnedMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			for _, m := range maps {
+				m.Close()
+			}
+			return nil, fmt.Errorf("open pinned map %s: %w", name, attachErr(err))
+		}
+		maps[name] = m
+	}
+	var err error
+	if d.Maps, err = mapsFrom(maps); err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+// Close releases this handle; the program stays attached.
+func (d *Datapath) Close() error {
+	if d.Maps != nil {
+		d.Maps.close()
+		d.Maps = nil
+	}
+	if d.lnk != nil {
+		d.lnk.Close() // pinned: closing our fd does not detach
+		d.lnk = nil
+	}
+	if d.prog != nil {
+		d.prog.Close()
+		d.prog = nil
+	}
+	return nil
+}
+
+// Detach closes the handle and detaches xdpsec from its link (Detach).
+func (d *Datapath) Detach(opts Options) error {
+	ifname := d.ifname
+	opts.PinRoot = filepath.Dir(d.dir)
+	d.Close()
+	return Detach(ifname, opts)
+}
+
+// Detach removes xdpsec from ifname: the program comes off the link (even
+// if another process still holds the link), and the pins and the
+// interface's pin directory are removed (the PinRoot too when empty).
+// ErrNotAttached when nothing is pinned; ErrLinkNotFound when the
+// interface is gone and nothing is pinned either. If the interface is gone
+// but pins remain, Detach removes the pins.
+func Detach(ifname string, opts Options) error {
+	opts = opts.withDefaults()
+	dir := filepath.Join(opts.PinRoot, ifname)
+	l, lerr := findLink(ifname)
+	if _, err := os.Stat(dir); err != nil {
+		if lerr != nil {
+			return fmt.Errorf("detach xdp from %s: %w", ifname, lerr)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("detach xdp from %s: %w (nothing pinned at %s)", ifname, ErrNotAttached, dir)
+		}
+		return fmt.Errorf("detach xdp from %s: %w", ifname, attachErr(err))
+	}
+	if lnk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+		// BPF_LINK_DETACH takes the program off for every holder.
+		derr := lnk.Detach()
+		lnk.Close()
+		if derr != nil && !errors.Is(derr, ebpf.ErrNotSupported) {
+			return fmt.Errorf("detach xdp from %s: %w", ifname, attachErr(derr))
+		}
+	} else if prog, err := ebpf.LoadPinnedProgram(filepath.Join(dir, pinProg), nil); err == nil {
+		info, ierr := prog.Info()
+		prog.Close()
+		if ierr == nil && lerr == nil {
+			pid, _ := info.ID()
+			if id, m, ok := xdpProgID(l); ok && id == pid {
+				if err := removeNetlinkProg(l, m); err != nil {
+					return fmt.Errorf("detach xdp from %s: %w", ifname, err)
+				}
+			}
+		}
+	}
+	if err := removePins(dir, opts.PinRoot); err != nil {
+		return fmt.Errorf("detach xdp from %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// removePins deletes the files Attach pins in dir, then dir, then root if
+// it is empty. Unknown files are left alone (and keep dir).
+func removePins(dir, root string) error {
+	for _, name := range append([]string{pinLink, pinProg}, pinnedMaps...) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return attachErr(err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	_ = os.Remove(root) // fails while other interfaces are attached
+	return nil
+}
+
+// Status describes an attachment.
+type Status struct {
+	Interface string
+	Ifindex   int
+	// Mode is native or generic, as the kernel reports it.
+	Mode      Mode
+	ProgramID ebpf.ProgramID
+	// LinkID is the bpf_link's id, 0 when attached through netlink.
+	LinkID  link.ID
+	PinPath string
+	// Features are read from the attached program's own .rodata.
+	Features Features
+	Config   Config
+	Counters Counters
+	SAs      int
+}
+
+// Status reports how the program is attached and what its maps hold.
+func (d *Datapath) Status() (Status, error) {
+	st := Status{Interface: d.ifname, PinPath: d.dir}
+	l, err := findLink(d.ifname)
+	if err != nil {
+		return st, err
+	}
+	st.Ifindex = l.Attrs().Index
+	id, mode, ok := xdpProgID(l)
+	if !ok {
+		return st, fmt.Errorf("status of %s: %w: no XDP program on the link", d.ifname, ErrNotAttached)
+	}
+	st.ProgramID, st.Mode = id, mode
+	if d.lnk != nil {
+		if info, err := d.lnk.Info(); err == nil {
+			st.LinkID = info.ID
+		}
+	}
+	if st.Features, err = d.Features(); err != nil {
+		return st, err
+	}
+	if st.Config, err = d.Config(); err != nil {
+		return st, err
+	}
+	if st.Counters, err = d.Counters(); err != nil {
+		return st, err
+	}
+	sas, err := d.SAs()
+	if err != nil {
+		return st, err
+	}
+	st.SAs = len(sas)
+	return st, nil
+}
+
+// Features reads xdpsec_features from the .rodata of the program attached
+// in the kernel (located through the map's BTF), so it describes the
+// program actually running, whichever build loaded it.
+func (d *Datapath) Features() (Features, error) {
+	return programFeatures(d.prog)
+}
+
+func programFeatures(prog *ebpf.Program) (Features, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return 0, fmt.Errorf("inspect program: %w", err)
+	}
+	ids, _ := info.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		f, found, err := rodataFeatures(m)
+		m.Close()
+		if found || err != nil {
+			return f, err
+		}
+	}
+	return 0, fmt.Errorf("program %s has no %s in its .rodata", info.Name, bpf.VarFeatures)
+}
+
+func rodataFeatures(m *ebpf.Map) (Features, bool, error) {
+	mi, err := m.Info()
+	if err != nil || !strings.HasSuffix(mi.Name, ".rodata") {
+		return 0, false, nil
+	}
+	btfID, ok := mi.BTFID()
+	if !ok {
+		return 0, false, nil
+	}
+	h, err := btf.NewHandleFromID(btfID)
+	if err != nil {
+		return 0, false, fmt.Errorf("open BTF of %s: %w", mi.Name, err)
+	}
+	defer h.Close()
+	spec, err := h.Spec(nil)
+	if err != nil {
+		return 0, false, fmt.Errorf("read BTF of %s: %w", mi.Name, err)
+	}
+	var ds *btf.Datasec
+	if err := spec.TypeByName(".rodata", &ds); err != nil {
+		return 0, false, nil
+	}
+	for _, v := range ds.Vars {
+		if vv, ok := v.Type.(*btf.Var); ok && vv.Name == bpf.VarFeatures && v.Size == 4 {
+			val := make([]byte, m.ValueSize())
+			if err := m.Lookup(uint32(0), &val); err != nil {
+				return 0, false, fmt.Errorf("read %s: %w", mi.Name, err)
+			}
+			return Features(binary.NativeEndian.Uint32(val[v.Offset:])), true, nil
+		}
+	}
+	return 0, false, nil
+}

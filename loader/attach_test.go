@@ -1,0 +1,530 @@
+package loader
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/xdpsec/xdpsec/internal/testutil"
+)
+
+// testPinRoot returns a bpffs directory of this test alone (interface
+// names from testutil repeat across tests) and checks at the end that
+// Detach left nothing there.
+func testPinRoot(t *testing.T) string {
+	t.Helper()
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	root := fmt.Sprintf("/sys/fs/bpf/xdpsec-test-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:]))
+	t.Cleanup(func() {
+		if _, err := os.Stat(root); err == nil {
+			t.Errorf("pins left behind under %s", root)
+			os.RemoveAll(root)
+		}
+	})
+	return root
+}
+
+func quietOptions(root string) Options {
+	return Options{PinRoot: root, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// xdpOn returns the id of the XDP program on ifname inside ns (0 = none).
+func xdpOn(t *testing.T, ns *testutil.NS, ifname string) (id uint32) {
+	t.Helper()
+	err := ns.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		if x := l.Attrs().Xdp; x != nil && x.Attached {
+			id = x.ProgId
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// sendIP sends payloads as raw IP protocol proto from ns to dst.
+func sendIP(t *testing.T, ns *testutil.NS, proto int, dst netip.Addr, payloads ...[]byte) {
+	t.Helper()
+	network := fmt.Sprintf("ip4:%d", proto)
+	if dst.Is6() {
+		network = fmt.Sprintf("ip6:%d", proto)
+	}
+	err := ns.Do(func() error {
+		c, err := net.ListenPacket(network, "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, p := range payloads {
+			if _, err := c.WriteTo(p, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("send %s from %s: %v", network, ns.Name, err)
+	}
+}
+
+// sendUDP sends payloads from ns to dst:port.
+func sendUDP(t *testing.T, ns *testutil.NS, dst netip.AddrPort, payloads ...[]byte) {
+	t.Helper()
+	err := ns.Do(func() error {
+		// Unconnected, so an ICMP port unreachable never fails (and
+		// swallows) a later send.
+		c, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, p := range payloads {
+			if _, err := c.WriteToUDPAddrPort(p, dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("send udp from %s: %v", ns.Name, err)
+	}
+}
+
+// detachAtEnd makes sure a failing test does not leave xdpsec attached or
+// pinned (the namespace goes anyway; the pins would not).
+func detachAtEnd(t *testing.T, ns *testutil.NS, ifname string, opts Options) {
+	t.Cleanup(func() { ns.Do(func() error { Detach(ifname, opts); return nil }) })
+}
+
+func repeat(n int, p []byte) [][]byte { return slices.Repeat([][]byte{p}, n) }
+
+// waitCounters polls until every wanted counter has reached its value
+// (veth delivers asynchronously), at most 5 s, then returns the counters.
+func waitCounters(t *testing.T, m *Maps, want map[Reason]uint64) Counters {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := m.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := true
+		for r, n := range want {
+			if got[r] < n {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// listenIn opens a packet socket in ns and counts what arrives, to prove
+// that passed packets reach the kernel's stack.
+type receiver struct {
+	c net.PacketConn
+	n chan int
+}
+
+func listenIn(t *testing.T, ns *testutil.NS, network, addr string) *receiver {
+	t.Helper()
+	r := &receiver{n: make(chan int, 1)}
+	err := ns.Do(func() (err error) {
+		r.c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s %s in %s: %v", network, addr, ns.Name, err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		n := 0
+		for {
+			r.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, _, err := r.c.ReadFrom(buf); err != nil {
+				break
+			}
+			n++
+		}
+		r.n <- n
+	}()
+	return r
+}
+
+func TestAttachTrafficCounters(t *testing.T) {
+	testutil.RequireRoot(t)
+	var created []string
+	for _, mode := range []Mode{ModeNative, ModeGeneric} {
+		t.Run(mode.String(), func(t *testing.T) {
+			p := testutil.NewVethPair(t)
+			created = append(created, p.A.Name, p.B.Name)
+			root := testPinRoot(t)
+			opts := quietOptions(root)
+			detachAtEnd(t, p.A, p.IfA, opts)
+
+			var d *Datapath
+			err := p.A.Do(func() (err error) {
+				d, err = Attach(p.IfA, mode, opts)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			sas := map[SAKey]SA{
+				{SPI: 0x1001, Dst: p.IPv4A, Proto: ProtoESP}: {ID: 1},
+				{SPI: 0x2001, Dst: p.IPv4A, Proto: ProtoAH}:  {ID: 2},
+				{SPI: 0x3001, Dst: p.IPv4A, Proto: ProtoESP}: {ID: 3, EncapPort: 4500},
+				{SPI: 0x1002, Dst: p.IPv6A, Proto: ProtoESP}: {ID: 4},
+			}
+			for k, sa := range sas {
+				if err := d.PutSA(k, sa); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var st Status
+			if err := p.A.Do(func() (err error) { st, err = d.Status(); return err }); err != nil {
+				t.Fatal(err)
+			}
+			objFeatures, _ := ObjectFeatures()
+			if st.Mode != mode || st.ProgramID == 0 || st.LinkID == 0 || st.PinPath != filepath.Join(root, p.IfA) ||
+				st.Features != objFeatures || st.SAs != len(sas) || uint32(st.ProgramID) != xdpOn(t, p.A, p.IfA) {
+				t.Fatalf("status %+v", st)
+			}
+
+			espIn := listenIn(t, p.A, "ip4:50", "0.0.0.0")
+			udpIn := listenIn(t, p.A, "udp4", ":4500")
+			ikeIn := listenIn(t, p.A, "udp4", ":500")
+
+			sendIP(t, p.B, 50, p.IPv4A, repeat(20, esp(0x1001, 48))...) // steer-fallback
+			sendIP(t, p.B, 50, p.IPv4A, repeat(10, esp(0xbad, 48))...)  // no-state
+			sendIP(t, p.B, 50, p.IPv4A, repeat(5, esp(0, 48))...)       // malformed-esp, dropped
+			sendIP(t, p.B, 51, p.IPv4A, repeat(4, ah(4, 0x2001, 12, -1, bytesOf(0x45, 20)))...)
+			sendIP(t, p.B, 50, p.IPv6A, repeat(6, esp(0x1002, 48))...) // steer-fallback (v6)
+			natt := netip.AddrPortFrom(p.IPv4A, 4500)
+			sendUDP(t, p.B, natt, repeat(15, esp(0x3001, 48))...)                           // steer-fallback
+			sendUDP(t, p.B, natt, repeat(4, append(make([]byte, 4), bytesOf(1, 40)...))...) // IKE marker
+			sendUDP(t, p.B, natt, repeat(3, []byte{0xff})...)                               // keepalive
+			sendUDP(t, p.B, netip.AddrPortFrom(p.IPv4A, 500), repeat(2, bytesOf(0x21, 28))...)
+
+			want := map[Reason]uint64{
+				ReasonSteerFallback: 20 + 4 + 6 + 15,
+				ReasonNoState:       10,
+				ReasonMalformedESP:  5,
+				ReasonPassIKE:       4 + 2,
+				ReasonPassKeepalive: 3,
+			}
+			got := waitCounters(t, d.Maps, want)
+			for r, n := range want {
+				if got[r] != n {
+					t.Errorf("%s = %d, want %d", ReasonName(r), got[r], n)
+				}
+			}
+			for _, r := range []Reason{ReasonSteered, ReasonMalformedAH, ReasonMalformedUDP, ReasonStateMismatch, ReasonDisabledClass} {
+				if got[r] != 0 {
+					t.Errorf("%s = %d, want 0", ReasonName(r), got[r])
+				}
+			}
+			if got[ReasonPassOther] == 0 { // ARP / neighbour discovery at least
+				t.Errorf("pass-other = 0: the peer's ARP and ND went uncounted")
+			}
+			_, c, err := d.LookupSA(SAKey{SPI: 0x1001, Dst: p.IPv4A, Proto: ProtoESP})
+			if err != nil || c.Packets != 20 || c.Bytes != 20*(20+8+48) {
+				t.Errorf("SA 0x1001 counters %+v (%v), want 20 packets of 76 bytes", c, err)
+			}
+			// Passed packets reached the stack; dropped ones did not.
+			if n := <-espIn.n; n != 30 {
+				t.Errorf("raw ESP socket got %d packets, want 30 (20 fallback + 10 no-state, not the 5 malformed)", n)
+			}
+			if n := <-udpIn.n; n != 15+4+3 {
+				t.Errorf("UDP 4500 socket got %d datagrams, want 22", n)
+			}
+			if n := <-ikeIn.n; n != 2 {
+				t.Errorf("UDP 500 socket got %d datagrams, want 2", n)
+			}
+
+			if err := p.A.Do(func() error { return d.Detach(opts) }); err != nil {
+				t.Fatal(err)
+			}
+			if id := xdpOn(t, p.A, p.IfA); id != 0 {
+				t.Errorf("program %d still attached after Detach", id)
+			}
+			if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pin root %s still there after Detach: %v", root, err)
+			}
+		})
+	}
+	for _, leaked := range testutil.Leaked() {
+		if slices.Contains(created, leaked) {
+			t.Errorf("namespace %s left behind", leaked)
+		}
+	}
+}
+
+// The child half of TestAttachSurvivesSIGKILL: attach, say so, wait to be
+// killed (at most a minute).
+func TestAttachChildProcess(t *testing.T) {
+	ifname, root := os.Getenv("XDPSEC_CHILD_IF"), os.Getenv("XDPSEC_CHILD_PINROOT")
+	if ifname == "" {
+		t.Skip("helper for TestAttachSurvivesSIGKILL")
+	}
+	// Enter the namespace on this thread only; the mount namespace (and so
+	// the bpffs the parent sees) stays the same, unlike `ip netns exec`.
+	runtime.LockOSThread()
+	ns, err := netns.GetFromName(os.Getenv("XDPSEC_CHILD_NETNS"))
+	if err == nil {
+		err = netns.Set(ns)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	d, err := Attach(ifname, ModeNative, quietOptions(root))
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if err := d.PutSA(SAKey{SPI: 0x3001, Dst: netip.MustParseAddr("192.0.2.1"), Proto: ProtoESP}, SA{ID: 9, EncapPort: 4500}); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("attached")
+	time.Sleep(time.Minute)
+	os.Exit(2)
+}
+
+func TestAttachSurvivesSIGKILL(t *testing.T) {
+	p := testutil.NewVethPair(t)
+	root := testPinRoot(t)
+	opts := quietOptions(root)
+	detachAtEnd(t, p.A, p.IfA, opts)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAttachChildProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "XDPSEC_CHILD_IF="+p.IfA, "XDPSEC_CHILD_PINROOT="+root, "XDPSEC_CHILD_NETNS="+p.A.Name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	lines := make(chan string, 16)
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(30 * time.Second)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("child exited before attaching")
+			}
+			if strings.HasPrefix(l, "error:") {
+				t.Fatalf("child: %s", l)
+			}
+			if l == "attached" {
+				break wait
+			}
+		case <-timeout:
+			t.Fatal("child did not attach within 30 s")
+		}
+	}
+	progID := xdpOn(t, p.A, p.IfA)
+	if progID == 0 {
+		t.Fatal("child reported attached but the link has no XDP program")
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL, by PID
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	// The pinned link keeps the program; the link still carries traffic.
+	if id := xdpOn(t, p.A, p.IfA); id != progID {
+		t.Fatalf("after SIGKILL the link runs program %d, want %d", id, progID)
+	}
+	p.B.MustRun(t, "ping", "-c", "2", "-i", "0.2", "-W", "2", p.IPv4A.String())
+
+	var d *Datapath
+	if err := p.A.Do(func() (err error) { d, err = Open(p.IfA, opts); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sendUDP(t, p.B, netip.AddrPortFrom(p.IPv4A, 4500), repeat(7, esp(0x3001, 32))...)
+	got := waitCounters(t, d.Maps, map[Reason]uint64{ReasonSteerFallback: 7})
+	if got[ReasonSteerFallback] != 7 || got[ReasonPassOther] == 0 {
+		t.Errorf("counters after restart: steer-fallback %d (want 7), pass-other %d (want ICMP > 0)", got[ReasonSteerFallback], got[ReasonPassOther])
+	}
+	// A fresh Attach reuses the pinned program rather than stacking another.
+	var again *Datapath
+	if err := p.A.Do(func() (err error) { again, err = Attach(p.IfA, ModeAuto, opts); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if sa, _, err := again.LookupSA(SAKey{SPI: 0x3001, Dst: p.IPv4A, Proto: ProtoESP}); err != nil || sa.ID != 9 {
+		t.Errorf("SA programmed by the killed process: %+v %v", sa, err)
+	}
+	if err := p.A.Do(func() error { return again.Detach(opts) }); err != nil {
+		t.Fatal(err)
+	}
+	if id := xdpOn(t, p.A, p.IfA); id != 0 {
+		t.Errorf("program %d still attached after Detach", id)
+	}
+}
+
+// loadForeign loads a minimal XDP_PASS program that is not xdpsec's.
+func loadForeign(t *testing.T) *ebpf.Program {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "foreign_pass",
+		Type:         ebpf.XDP,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+func TestAttachErrors(t *testing.T) {
+	p := testutil.NewVethPair(t)
+	root := testPinRoot(t)
+	opts := quietOptions(root)
+	detachAtEnd(t, p.A, p.IfA, opts)
+	inA := func(fn func() error) error { return p.A.Do(fn) }
+
+	t.Run("missing link", func(t *testing.T) {
+		err := inA(func() error { _, err := Attach("nosuch0", ModeAuto, opts); return err })
+		if !errors.Is(err, ErrLinkNotFound) || !strings.Contains(err.Error(), "nosuch0") {
+			t.Errorf("Attach(nosuch0) = %v, want ErrLinkNotFound naming it", err)
+		}
+		err = inA(func() error { return Detach("nosuch0", opts) })
+		if !errors.Is(err, ErrLinkNotFound) {
+			t.Errorf("Detach(nosuch0) = %v, want ErrLinkNotFound", err)
+		}
+	})
+	t.Run("not attached", func(t *testing.T) {
+		if err := inA(func() error { return Detach(p.IfA, opts) }); !errors.Is(err, ErrNotAttached) {
+			t.Errorf("Detach = %v, want ErrNotAttached", err)
+		}
+		if err := inA(func() error { _, err := Open(p.IfA, opts); return err }); !errors.Is(err, ErrNotAttached) {
+			t.Errorf("Open = %v, want ErrNotAttached", err)
+		}
+	})
+	t.Run("foreign program", func(t *testing.T) {
+		foreign := loadForeign(t)
+		err := inA(func() error {
+			l, err := netlink.LinkByName(p.IfA)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), 1<<1) // XDP_FLAGS_SKB_MODE
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := foreign.Info()
+		fid, _ := info.ID()
+		err = inA(func() error { _, err := Attach(p.IfA, ModeAuto, opts); return err })
+		if !errors.Is(err, ErrForeignProgram) || !strings.Contains(err.Error(), "foreign_pass") {
+			t.Errorf("Attach over a foreign program = %v, want ErrForeignProgram naming it", err)
+		}
+		if id := xdpOn(t, p.A, p.IfA); id != uint32(fid) {
+			t.Errorf("foreign program %d replaced by %d without force", fid, id)
+		}
+		if _, err := os.Stat(filepath.Join(root, p.IfA)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("refused Attach left pins: %v", err)
+		}
+		force := opts
+		force.Force = true
+		var d *Datapath
+		if err := inA(func() (err error) { d, err = Attach(p.IfA, ModeNative, force); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if id := xdpOn(t, p.A, p.IfA); id == 0 || id == uint32(fid) {
+			t.Errorf("after forced Attach the link runs %d", id)
+		}
+		// An explicit, different mode on an attached link is refused.
+		err = inA(func() error { _, err := Attach(p.IfA, ModeGeneric, opts); return err })
+		if err == nil || !strings.Contains(err.Error(), "already attached in native mode") {
+			t.Errorf("Attach generic over native = %v", err)
+		}
+		if err := inA(func() error { return d.Detach(opts) }); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("netlink attach", func(t *testing.T) {
+		nlOpts := opts
+		nlOpts.Netlink = true
+		var d *Datapath
+		if err := inA(func() (err error) { d, err = Attach(p.IfA, ModeGeneric, nlOpts); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		var st Status
+		if err := inA(func() (err error) { st, err = d.Status(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode != ModeGeneric || st.LinkID != 0 || st.ProgramID == 0 {
+			t.Errorf("netlink status %+v", st)
+		}
+		var re *Datapath
+		if err := inA(func() (err error) { re, err = Open(p.IfA, opts); return err }); err != nil {
+			t.Fatalf("re-open netlink attachment: %v", err)
+		}
+		re.Close()
+		if err := inA(func() error { return Detach(p.IfA, opts) }); err != nil {
+			t.Fatal(err)
+		}
+		if id := xdpOn(t, p.A, p.IfA); id != 0 {
+			t.Errorf("program %d still attached after Detach", id)
+		}
+	})
+}
+
+func TestParseMode(t *testing.T) {
+	for s, want := range map[string]Mode{"auto": ModeAuto, "native": ModeNative, "drv": ModeNative, "generic": ModeGeneric, "SKB": ModeGeneric} {
+		if got, err := ParseMode(s); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %v, %v", s, got, err)
+		}
+	}
+	if _, err := ParseMode("hw"); err == nil || !strings.Contains(err.Error(), "want auto, native or generic") {
+		t.Errorf("ParseMode(hw) = %v", err)
+	}
+}
