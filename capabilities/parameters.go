@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
 
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
@@ -512,15 +511,4 @@ func (s State) CheckCapacity(inUse uint32) error {
 			Reason: fmt.Sprintf("%d of %d SA slots in use; delete an SA or load the datapath with a larger SA map", inUse, c)}
 	}
 	return nil
-}
-
-// sortedAlgorithms returns names in ipsec table order.
-func sortedAlgorithms(names []string) []string {
-	out := []string{}
-	for _, a := range ipsec.Algorithms {
-		if slices.Contains(names, a.Name) {
-			out = append(out, a.Name)
-		}
-	}
-	return out
 }
