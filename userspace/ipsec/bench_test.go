@@ -185,4 +185,3 @@ func BenchmarkDecrypt(b *testing.B) {
 		}
 	}
 }
-
