@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 )
 
@@ -252,16 +253,28 @@ func icmp6Type(p []byte) (byte, bool) {
 	return 0, false
 }
 
-// sum adds b as big-endian 16-bit words to acc (RFC 1071).
+// sum adds b as big-endian 16-bit words to acc in one's complement (RFC
+// 1071), eight bytes at a time: a 64-bit one's complement sum folds down
+// to the same 16-bit sum. The result is partly folded; fold finishes.
 func sum(b []byte, acc uint32) uint32 {
+	s, carry := uint64(acc), uint64(0)
+	for len(b) >= 8 {
+		s, carry = bits.Add64(s, binary.BigEndian.Uint64(b), carry)
+		b = b[8:]
+	}
+	s, carry = bits.Add64(s, carry, 0)
+	s += carry // s wrapped to 0 at most, so this cannot carry again
+	s = s&0xffffffff + s>>32
 	for len(b) >= 2 {
-		acc += uint32(binary.BigEndian.Uint16(b))
+		s += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
+		s += uint64(b[0]) << 8
 	}
-	return acc
+	s = s&0xffffffff + s>>32
+	s = s&0xffffffff + s>>32
+	return uint32(s)
 }
 
 func fold(acc uint32) uint16 {
