@@ -2,6 +2,7 @@ package sad
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -15,6 +16,70 @@ type Policy struct {
 	spec *PolicySpec
 	// seq orders policies of equal priority: the earlier added first.
 	seq uint64
+	m   matcher
+}
+
+// addr128 is an address as two 64-bit words (IPv4 as ::ffff:a.b.c.d), so
+// that a prefix test is two masked compares.
+type addr128 [2]uint64
+
+func toAddr128(a netip.Addr) addr128 {
+	b := a.As16()
+	return addr128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+// matcher is a Selector compiled for the lookup loop: the cheap integer
+// tests first, no netip calls.
+type matcher struct {
+	proto                  uint8
+	sport, smask           uint16
+	dport, dmask           uint16
+	src, srcMask           addr128
+	dst, dstMask           addr128
+	anySrc, anyDst, family uint8 // family: 0 any, 4, 6
+}
+
+func prefixMask(p netip.Prefix) (addr128, addr128) {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	var m addr128
+	switch {
+	case bits >= 128:
+		m = addr128{^uint64(0), ^uint64(0)}
+	case bits > 64:
+		m = addr128{^uint64(0), ^uint64(0) << (128 - bits)}
+	case bits > 0:
+		m = addr128{^uint64(0) << (64 - bits), 0}
+	}
+	a := toAddr128(p.Addr())
+	return addr128{a[0] & m[0], a[1] & m[1]}, m
+}
+
+func compile(s *Selector) matcher {
+	m := matcher{proto: s.Proto, sport: s.SrcPort & s.SrcPortMask, smask: s.SrcPortMask,
+		dport: s.DstPort & s.DstPortMask, dmask: s.DstPortMask, family: uint8(s.Family())}
+	if s.Src.IsValid() {
+		m.src, m.srcMask = prefixMask(s.Src)
+	} else {
+		m.anySrc = 1
+	}
+	if s.Dst.IsValid() {
+		m.dst, m.dstMask = prefixMask(s.Dst)
+	} else {
+		m.anyDst = 1
+	}
+	return m
+}
+
+// match is Selector.Match on precomputed addresses; fam is 4 or 6.
+func (m *matcher) match(src, dst addr128, fam uint8, proto uint8, sport, dport uint16) bool {
+	return (m.proto == 0 || m.proto == proto) &&
+		sport&m.smask == m.sport && dport&m.dmask == m.dport &&
+		(m.family == 0 || m.family == fam) &&
+		(m.anySrc != 0 || src[0]&m.srcMask[0] == m.src[0] && src[1]&m.srcMask[1] == m.src[1]) &&
+		(m.anyDst != 0 || dst[0]&m.dstMask[0] == m.dst[0] && dst[1]&m.dstMask[1] == m.dst[1])
 }
 
 // Spec returns the policy's spec.
@@ -78,11 +143,16 @@ func NewSPD(cfg Config) *SPD {
 // sport and dport. It takes no lock and allocates nothing; its cost grows
 // with the number of policies tried before the match.
 func (d *SPD) Lookup(dir Dir, src, dst netip.Addr, proto uint8, sport, dport uint16) *Policy {
-	if dir > DirFwd {
+	if dir > DirFwd || !src.IsValid() || !dst.IsValid() {
 		return nil
 	}
+	fam := uint8(6)
+	if src.Is4() {
+		fam = 4
+	}
+	s, t := toAddr128(src), toAddr128(dst)
 	for _, p := range d.cur.Load().byDir[dir] {
-		if p.spec.Sel.Match(src, dst, proto, sport, dport) {
+		if p.m.match(s, t, fam, proto, sport, dport) {
 			return p
 		}
 	}
@@ -115,7 +185,7 @@ func (d *SPD) Add(spec *PolicySpec) (*Policy, error) {
 		return nil, fmt.Errorf("add policy %s: %w: it holds %d policies, its capacity; delete policies or raise the capacity", spec, ErrFull, t.n)
 	}
 	d.seq++
-	p := &Policy{spec: spec, seq: d.seq}
+	p := &Policy{spec: spec, seq: d.seq, m: compile(&spec.Sel)}
 	d.publish(t, nil, p)
 	return p, nil
 }
@@ -130,7 +200,7 @@ func (d *SPD) Update(spec *PolicySpec) (*Policy, error) {
 	if old == nil {
 		return nil, fmt.Errorf("update policy %s: %w", spec, ErrNotFound)
 	}
-	p := &Policy{spec: spec, seq: old.seq}
+	p := &Policy{spec: spec, seq: old.seq, m: compile(&spec.Sel)}
 	d.publish(t, old, p)
 	return p, nil
 }
