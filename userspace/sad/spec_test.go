@@ -310,3 +310,25 @@ func redactLine(l string) string {
 	}
 	return strings.Join(w, " ")
 }
+
+func TestParseSpecFile(t *testing.T) {
+	in := "# xdpsec example\n\n" +
+		"ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100 mode tunnel \\\n" +
+		"    aead 'rfc4106(gcm(aes))' " + gcm128 + " 128   # outbound\n" +
+		"src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x101 mode tunnel aead rfc4106(gcm(aes)) " + gcm128 + " 128\n" +
+		"ip xfrm policy add src 198.51.100.0/24 dst 203.0.113.0/24 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp mode tunnel\n" +
+		"policy src 203.0.113.0/24 dst 198.51.100.0/24 dir in tmpl src 192.0.2.2 dst 192.0.2.1 proto esp mode tunnel\n"
+	f, err := ParseSpecFile(strings.NewReader(in), "xdpsec.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.SAs) != 2 || len(f.Policies) != 2 || f.SAs[0].SPI != 0x100 || f.SAs[1].SPI != 0x101 ||
+		f.Policies[0].Dir != DirOut || f.Policies[1].Dir != DirIn {
+		t.Fatalf("got %d SAs %d policies", len(f.SAs), len(f.Policies))
+	}
+	bad := "# comment\nsrc 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100 \\\n aead rfc4106(gcm(aes)) " + gcm128 + " 99\n"
+	_, err = ParseSpecFile(strings.NewReader(bad), "x.conf")
+	if !errors.Is(err, ErrSyntax) || !strings.HasPrefix(err.Error(), "x.conf:2: word 12 \"99\": rfc4106(gcm(aes)) allows an ICV of 64 or 96 or 128 bits") || strings.Contains(err.Error(), gcm128[2:]) {
+		t.Fatalf("got %v", err)
+	}
+}
