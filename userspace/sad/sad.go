@@ -91,7 +91,7 @@ type Association struct {
 	shards []counterShard
 	// firstUse is the UnixNano of the first counted packet, 0 before.
 	firstUse atomic.Int64
-	// softDone and hardDone record that Tick reported the expiry.
+	// softDone records that Tick reported the soft expiry.
 	softDone atomic.Bool
 	// seq orders Associations by creation, for "newest wins" choices.
 	seq uint64
