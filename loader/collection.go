@@ -66,8 +66,9 @@ func classifyLoadErr(err error) error {
 	var ve *ebpf.VerifierError
 	switch {
 	case errors.As(err, &ve):
-		// Keep the tail of the log: where the verifier gave up.
-		return fmt.Errorf("verifier rejected the program: %+v", ve)
+		// One line (where the verifier gave up); the whole log stays
+		// reachable with errors.As and %+v.
+		return fmt.Errorf("verifier rejected the program: %w", err)
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	case errors.Is(err, ebpf.ErrNotSupported):
