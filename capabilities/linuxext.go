@@ -83,6 +83,10 @@ type CPUInfo struct {
 type Linux struct {
 	// Link is nil when no link was probed.
 	Link *LinkInfo `json:"link,omitempty"`
+	// Program is what the loaded XDP program handles; nil when none was
+	// loaded. It is reported even when another part (the engine) keeps the
+	// hardware view from claiming it.
+	Program *Program `json:"program,omitempty"`
 	// XDPMode is the mode the datapath's XDP program runs in.
 	XDPMode XDPMode `json:"xdpMode"`
 	// AFXDPMode is the mode of the engine's AF_XDP sockets.
@@ -111,6 +115,10 @@ func (l Linux) Clone() Linux {
 	if l.Link != nil {
 		c := *l.Link
 		l.Link = &c
+	}
+	if l.Program != nil {
+		c := *l.Program
+		l.Program = &c
 	}
 	l.SelfTest = maps.Clone(l.SelfTest)
 	l.Limits = slices.Clone(l.Limits)

@@ -28,21 +28,43 @@ import (
 // it classifies and steers (the loader fills it from the object it
 // loaded). A false member means those packets are passed to the kernel.
 type Program struct {
-	// Mode is the attach mode the loader ended up with.
-	Mode XDPMode
+	// Mode is the attach mode the loader ended up with (XDPNone: loaded,
+	// not attached).
+	Mode XDPMode `json:"mode"`
 	// Encapsulation is the set of L2 framings parsed (Ethernet, 802.1Q).
-	Encapsulation Encapsulation
-	IPv4, IPv6    bool
+	Encapsulation Encapsulation `json:"encapsulation"`
+	IPv4          bool          `json:"ipv4"`
+	IPv6          bool          `json:"ipv6"`
 	// IPv4Options: IHL > 5 is parsed, not passed.
-	IPv4Options bool
+	IPv4Options bool `json:"ipv4Options"`
 	// IPv6ExtensionHeaders: non-IPsec extension headers before AH/ESP are
 	// walked, not passed.
-	IPv6ExtensionHeaders bool
-	AH, ESP              bool
+	IPv6ExtensionHeaders bool `json:"ipv6ExtensionHeaders"`
+	AH                   bool `json:"ah"`
+	ESP                  bool `json:"esp"`
 	// AhEspCombined: [IP][AH][ESP] is steered as one packet.
-	AhEspCombined bool
+	AhEspCombined bool `json:"ahEspCombined"`
 	// UdpEsp is the set of UDP-ESP shapes recognised on port 4500.
-	UdpEsp UdpEspV2
+	UdpEsp UdpEspV2 `json:"udpEsp"`
+}
+
+// Shapes lists the packet shapes p steers, by short name, for output.
+func (p *Program) Shapes() []string {
+	var out []string
+	for _, s := range []struct {
+		on   bool
+		name string
+	}{
+		{p.IPv4, "ipv4"}, {p.IPv4Options, "ipv4-options"}, {p.IPv6, "ipv6"},
+		{p.IPv6ExtensionHeaders, "ipv6-ext-headers"}, {p.ESP, "esp"}, {p.AH, "ah"},
+		{p.AhEspCombined, "ah-esp"}, {p.UdpEsp != 0, "udp-esp"},
+		{p.Encapsulation&NDIS_ENCAPSULATION_IEEE_802_3_P_AND_Q != 0, "vlan"},
+	} {
+		if s.on {
+			out = append(out, s.name)
+		}
+	}
+	return out
 }
 
 // Engine is what the running userspace engine declares it handles.
@@ -138,6 +160,8 @@ func Probe(in ProbeInputs) (State, error) {
 		lx.Limits = append(lx.Limits, "no XDP program loaded")
 	} else {
 		lx.XDPMode = p.Mode
+		pc := *p
+		lx.Program = &pc
 	}
 	if e == nil {
 		lx.Limits = append(lx.Limits, "engine not running")

@@ -444,6 +444,9 @@ func renderTable(w io.Writer, s State, view View) error {
 				row(tw, "XDP attached now", string(l.AttachedXDP))
 			}
 		}
+		if lx.Program != nil {
+			row(tw, "XDP program steers", orNone(strings.Join(lx.Program.Shapes(), ",")))
+		}
 		row(tw, "datapath XDP mode", orNone(string(lx.XDPMode)))
 		row(tw, "AF_XDP mode", orNone(string(lx.AFXDPMode)))
 		row(tw, "engine", fmt.Sprintf("running=%v queues=%d sas-in-use=%d max-replay-window=%d", lx.EngineRunning, lx.Queues, lx.SAsInUse, lx.MaxReplayWindow))

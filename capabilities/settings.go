@@ -1,0 +1,117 @@
+package capabilities
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/xdpsec/xdpsec/userspace/ipsec"
+)
+
+// Setting names ParseSettings accepts besides algorithm names. They are the
+// NDIS_OFFLOAD_PARAMETERS member names, so `caps set` reads like the OID.
+const (
+	SettingIPsecV1     = "IPsecV1"
+	SettingIPsecV2     = "IPsecV2"
+	SettingIPsecV2IPv4 = "IPsecV2IPv4"
+	SettingUdpEsp      = "UdpEsp"
+)
+
+// ParseSettings reads `caps set` arguments, each PARAM=VALUE, into an
+// update for Parameters.Update / Hub.SetParameters:
+//
+//	IPsecV1=VALUE, IPsecV2=VALUE, IPsecV2IPv4=VALUE  (ParseIPsecParameter:
+//	    disabled, ah, esp, ah-esp, no-change, 0-4 or an NDIS name)
+//	UdpEsp=on|off|no-change
+//	XFRM-NAME=on|off|no-change  (an algorithm of ipsec.Algorithms, e.g.
+//	    cbc(des)=on, rfc7539esp(chacha20,poly1305)=off)
+//
+// Parameter names are matched case-insensitively. A later setting of the
+// same parameter wins. Errors wrap ErrBadParameter and say what is allowed.
+func ParseSettings(args []string) (Parameters, error) {
+	var u Parameters
+	if len(args) == 0 {
+		return u, fmt.Errorf("no setting given: want PARAM=VALUE, e.g. IPsecV2=esp or cbc(des)=on: %w", ErrBadParameter)
+	}
+	for _, arg := range args {
+		name, value, ok := strings.Cut(arg, "=")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if !ok || name == "" || value == "" {
+			return Parameters{}, fmt.Errorf("setting %q: want PARAM=VALUE, e.g. IPsecV2=esp or cbc(des)=on: %w", arg, ErrBadParameter)
+		}
+		switch strings.ToLower(name) {
+		case strings.ToLower(SettingIPsecV1), strings.ToLower(SettingIPsecV2), strings.ToLower(SettingIPsecV2IPv4):
+			v, err := ParseIPsecParameter(value)
+			if err != nil {
+				return Parameters{}, fmt.Errorf("setting %s: %w: %w", name, err, ErrBadParameter)
+			}
+			switch strings.ToLower(name) {
+			case strings.ToLower(SettingIPsecV1):
+				u.IPsecV1 = IPsecV1Parameter(v)
+			case strings.ToLower(SettingIPsecV2):
+				u.IPsecV2 = IPsecV2Parameter(v)
+			default:
+				u.IPsecV2IPv4 = IPsecV2Parameter(v)
+			}
+		case strings.ToLower(SettingUdpEsp):
+			s, err := parseSwitch(value)
+			if err != nil {
+				return Parameters{}, fmt.Errorf("setting %s: %w", name, err)
+			}
+			u.UdpEsp = s
+		default:
+			if algorithm(name) == nil {
+				return Parameters{}, fmt.Errorf("setting %q: unknown parameter (want IPsecV1, IPsecV2, IPsecV2IPv4, UdpEsp or an algorithm: %s): %w",
+					name, strings.Join(algorithmNames(), ", "), ErrBadParameter)
+			}
+			s, err := parseSwitch(value)
+			if err != nil {
+				return Parameters{}, fmt.Errorf("setting %s: %w", name, err)
+			}
+			if u.Algorithms == nil {
+				u.Algorithms = map[string]Switch{}
+			}
+			u.Algorithms[name] = s
+		}
+	}
+	return u, nil
+}
+
+func parseSwitch(s string) (Switch, error) {
+	switch strings.ToLower(s) {
+	case "on", "1", "true", "enabled":
+		return SwitchOn, nil
+	case "off", "2", "false", "disabled":
+		return SwitchOff, nil
+	case "no-change", "0":
+		return SwitchNoChange, nil
+	}
+	return 0, fmt.Errorf("value %q: want on, off or no-change: %w", s, ErrBadParameter)
+}
+
+// ParseReason returns the Reason named s, as Reason.String spells it.
+func ParseReason(s string) (Reason, error) {
+	for r, n := range reasonNames {
+		if n == s {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown change reason %q", s)
+}
+
+// UnmarshalText reads the name MarshalText writes.
+func (r *Reason) UnmarshalText(b []byte) error {
+	v, err := ParseReason(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
+func algorithmNames() []string {
+	var all []string
+	for _, a := range ipsec.Algorithms {
+		all = append(all, a.Name)
+	}
+	return all
+}
