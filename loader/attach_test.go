@@ -528,3 +528,38 @@ func TestParseMode(t *testing.T) {
 		t.Errorf("ParseMode(hw) = %v", err)
 	}
 }
+
+// Loopback has no native XDP: auto mode must fall back to generic and say
+// why in the log.
+func TestAttachAutoFallsBackToGeneric(t *testing.T) {
+	ns := testutil.NewNS(t, "autofallback")
+	var logged strings.Builder
+	opts := quietOptions(testPinRoot(t))
+	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	detachAtEnd(t, ns, "lo", opts)
+
+	var st Status
+	err := ns.Do(func() error {
+		if _, err := Attach("lo", ModeNative, opts); err == nil || !strings.Contains(err.Error(), "native mode") {
+			return fmt.Errorf("native attach on loopback = %v, want a native-mode error", err)
+		}
+		d, err := Attach("lo", ModeAuto, opts)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if st, err = d.Status(); err != nil {
+			return err
+		}
+		return d.Detach(opts)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != ModeGeneric {
+		t.Errorf("auto mode on loopback attached %s, want generic", st.Mode)
+	}
+	if !strings.Contains(logged.String(), "falling back to generic") || !strings.Contains(logged.String(), "lo") {
+		t.Errorf("fallback not logged with its reason: %q", logged.String())
+	}
+}
