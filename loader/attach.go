@@ -263,6 +263,13 @@ func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath
 		}
 	}
 
+	// Pins of an earlier attachment that no longer drives this link (open
+	// found them stale) would block pinning the new one.
+	for _, name := range []string{pinLink, pinProg} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return d, fmt.Errorf("remove stale pin: %w", attachErr(err))
+		}
+	}
 	d.lnk, err = attachProgram(d.prog, l, mode, opts)
 	if err != nil {
 		return d, err

@@ -563,3 +563,44 @@ func TestAttachAutoFallsBackToGeneric(t *testing.T) {
 		t.Errorf("fallback not logged with its reason: %q", logged.String())
 	}
 }
+
+// Pins whose link no longer drives the interface (someone detached the
+// bpf_link behind xdpsec's back) are stale: Open says so, and Attach
+// replaces them, keeping the pinned SAs.
+func TestAttachOverStalePins(t *testing.T) {
+	p := testutil.NewVethPair(t)
+	opts := quietOptions(testPinRoot(t))
+	detachAtEnd(t, p.A, p.IfA, opts)
+	key := SAKey{SPI: 0x7007, Dst: p.IPv4A, Proto: ProtoESP}
+	err := p.A.Do(func() error {
+		d, err := Attach(p.IfA, ModeNative, opts)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if err := d.PutSA(key, SA{ID: 77}); err != nil {
+			return err
+		}
+		if err := d.lnk.Detach(); err != nil { // BPF_LINK_DETACH, pins stay
+			return err
+		}
+		if _, err := Open(p.IfA, opts); !errors.Is(err, ErrNotAttached) || !strings.Contains(err.Error(), "stale") {
+			return fmt.Errorf("Open over stale pins = %v, want ErrNotAttached saying stale", err)
+		}
+		again, err := Attach(p.IfA, ModeNative, opts)
+		if err != nil {
+			return fmt.Errorf("Attach over stale pins: %w", err)
+		}
+		defer again.Close()
+		if sa, _, err := again.LookupSA(key); err != nil || sa.ID != 77 {
+			return fmt.Errorf("pinned SA after re-attach: %+v %v", sa, err)
+		}
+		return again.Detach(opts)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := xdpOn(t, p.A, p.IfA); id != 0 {
+		t.Errorf("program %d still attached after Detach", id)
+	}
+}
