@@ -176,7 +176,7 @@ func Local(o LocalOptions) (capabilities.State, error) {
 			return capabilities.State{}, fmt.Errorf("probe %s: %w", o.Link, err)
 		}
 	}
-	in, release, err := loadedInputs()
+	in, release, err := Loaded()
 	if err != nil {
 		return capabilities.State{}, err
 	}
@@ -185,14 +185,15 @@ func Local(o LocalOptions) (capabilities.State, error) {
 	return capabilities.Probe(in)
 }
 
-// loadedInputs loads the program without attaching it and returns the
-// probe inputs it yields; release frees the program and maps.
-func loadedInputs() (capabilities.ProbeInputs, func(), error) {
+// Loaded loads the XDP program without attaching it and returns the probe
+// inputs it yields (self-tests, program shapes, SA map size; no link, no
+// engine); release frees the program and maps.
+func Loaded() (in capabilities.ProbeInputs, release func(), err error) {
 	c, err := loader.NewClassifier()
 	if err != nil {
 		return capabilities.ProbeInputs{}, nil, fmt.Errorf("load the XDP program to probe it: %w", err)
 	}
-	release := func() { c.Close() }
+	release = func() { c.Close() }
 	capacity, err := SACapacity(c.Program())
 	if err != nil {
 		release()
