@@ -289,12 +289,6 @@ func summarize(counts map[string]int) string {
 			total += n
 		}
 	}
-	for k, n := range counts { // verdicts not in the table (encrypt's own)
-		if _, ok := ipsec.ParseVerdict(k); !ok {
-			parts = append(parts, fmt.Sprintf("%s %d", k, n))
-			total += n
-		}
-	}
 	return fmt.Sprintf("%d packets: %s", total, strings.Join(parts, ", "))
 }
 
