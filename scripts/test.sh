@@ -31,7 +31,15 @@ if [ "$FUZZTIME" != 0 ]; then
 	for pkg in $(go list ./...); do
 		for f in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
 			echo "-- $pkg $f"
-			go test -run '^$' -fuzz "^$f\$" -fuzztime "$FUZZTIME" "$pkg" | tail -n 2
+			log=$(mktemp)
+			if ! go test -run '^$' -fuzz "^$f\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1; then
+				cat "$log"
+				rm -f "$log"
+				echo "test.sh: fuzz target $f in $pkg failed; a crasher, if any, is under its testdata/fuzz/$f" >&2
+				exit 1
+			fi
+			tail -n 1 "$log"
+			rm -f "$log"
 		done
 	done
 fi
