@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/xdpsec/xdpsec/loader"
+	"github.com/xdpsec/xdpsec/userspace/sad"
+)
+
+// ErrKeyFileMode is wrapped by LoadConfig when a file holding keys can be
+// read by group or others.
+var ErrKeyFileMode = errors.New("key file readable by group or others")
+
+// FileConfig is a daemon configuration file: the engine's Config plus the
+// lines only the daemon uses. See examples/README.md for the format.
+type FileConfig struct {
+	Config
+	// Control is the control socket path (`control PATH`); empty means
+	// the daemon's default.
+	Control string
+	// Files are the files read: the config and its key files.
+	Files []string
+}
+
+// LoadConfig reads a daemon configuration file:
+//
+//	# comment (also after a line)
+//	link IFNAME [mode auto|native|generic]
+//	tun NAME                       (default xdpsec0)
+//	address PREFIX                 (an address of the TUN, repeatable)
+//	route PREFIX                   (an extra prefix routed into the TUN)
+//	mtu N | queues N | frames N
+//	pin DIR                        (bpffs directory of the XDP pins)
+//	fail-open                      (leave XDP pinned on stop)
+//	control PATH                   (control socket)
+//	keys FILE                      (SA lines kept in a separate file)
+//	ip xfrm state add ...          (an SA, `ip xfrm state` syntax)
+//	ip xfrm policy add ...         (a policy, `ip xfrm policy` syntax)
+//
+// A file that holds SA lines (keys) must not be readable by group or others:
+// the error says "chmod 600 FILE". Errors name the file and line, and never
+// show key bytes.
+func LoadConfig(path string) (*FileConfig, error) {
+	fc := &FileConfig{}
+	if err := fc.load(path, false); err != nil {
+		return nil, err
+	}
+	if len(fc.Links) == 0 {
+		return nil, fmt.Errorf("%s: no `link IFNAME` line: name the interface xdpsec terminates IPsec on", path)
+	}
+	return fc, nil
+}
+
+func (fc *FileConfig) load(path string, keysOnly bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	fc.Files = append(fc.Files, path)
+	hasKeys := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for lineNo := 1; sc.Scan(); lineNo++ {
+		words, err := sad.Tokenize(sc.Text())
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", path, lineNo, err)
+		}
+		if len(words) == 0 {
+			continue
+		}
+		isSA, err := fc.line(path, words, keysOnly)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", path, lineNo, err)
+		}
+		hasKeys = hasKeys || isSA
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if (hasKeys || keysOnly) && st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%w: %s holds keys and has mode %04o: chmod 600 %s", ErrKeyFileMode, path, st.Mode().Perm(), path)
+	}
+	return nil
+}
+
+// line applies one tokenized line; it reports whether the line was an SA.
+func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error) {
+	if w[0] == "ip" {
+		if len(w) < 3 || (w[1] != "xfrm" && w[1] != "x") {
+			return false, fmt.Errorf("%q: expected `ip xfrm state add ...` or `ip xfrm policy add ...`", strings.Join(w[:min(len(w), 3)], " "))
+		}
+		switch {
+		case strings.HasPrefix("state", w[2]):
+			s, err := sad.ParseSA(w)
+			if err != nil {
+				return false, err
+			}
+			fc.SAs = append(fc.SAs, s)
+			return true, nil
+		case strings.HasPrefix("policy", w[2]) && !keysOnly:
+			p, err := sad.ParsePolicy(w)
+			if err != nil {
+				return false, err
+			}
+			fc.Policies = append(fc.Policies, p)
+			return false, nil
+		}
+		return false, fmt.Errorf("%q: expected state or policy after `ip xfrm`", w[2])
+	}
+	if keysOnly {
+		return false, fmt.Errorf("%q: a key file holds only `ip xfrm state add ...` lines and comments", w[0])
+	}
+	arg := func(what string) (string, error) {
+		if len(w) != 2 {
+			return "", fmt.Errorf("`%s` takes one %s", w[0], what)
+		}
+		return w[1], nil
+	}
+	num := func(lo, hi int) (int, error) {
+		s, err := arg("number")
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < lo || n > hi {
+			return 0, fmt.Errorf("`%s %s`: want a number from %d to %d", w[0], s, lo, hi)
+		}
+		return n, nil
+	}
+	prefix := func() (netip.Prefix, error) {
+		s, err := arg("prefix (ADDRESS/BITS)")
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("`%s %s`: want ADDRESS/BITS such as 198.51.100.1/32 or 2001:db8::1/128", w[0], s)
+		}
+		return p, nil
+	}
+	var err error
+	switch w[0] {
+	case "link":
+		if len(w) != 2 && !(len(w) == 4 && w[2] == "mode") {
+			return false, fmt.Errorf("`link` takes IFNAME [mode auto|native|generic]")
+		}
+		if len(w) == 4 {
+			m, err := loader.ParseMode(w[3])
+			if err != nil {
+				return false, err
+			}
+			if len(fc.Links) > 0 && m != fc.XDPMode {
+				return false, fmt.Errorf("`link %s mode %s`: every link uses the same mode", w[1], w[3])
+			}
+			fc.XDPMode = m
+		}
+		fc.Links = append(fc.Links, w[1])
+	case "tun":
+		fc.TUN, err = arg("interface name")
+		if err == nil && (len(fc.TUN) > 15 || strings.ContainsAny(fc.TUN, "/ ")) {
+			err = fmt.Errorf("`tun %s`: an interface name has at most 15 characters and no / or blank", fc.TUN)
+		}
+	case "address":
+		var p netip.Prefix
+		if p, err = prefix(); err == nil {
+			fc.Addrs = append(fc.Addrs, p)
+		}
+	case "route":
+		var p netip.Prefix
+		if p, err = prefix(); err == nil {
+			fc.Routes = append(fc.Routes, p.Masked())
+		}
+	case "mtu":
+		fc.MTU, err = num(68, 65535)
+	case "queues":
+		fc.Queues, err = num(1, 256)
+	case "frames":
+		fc.FrameCount, err = num(64, 1<<20)
+	case "pin":
+		fc.PinRoot, err = arg("directory")
+	case "fail-open":
+		if len(w) != 1 {
+			err = fmt.Errorf("`fail-open` takes no argument")
+		}
+		fc.FailOpen = true
+	case "control":
+		fc.Control, err = arg("socket path")
+	case "keys":
+		var kf string
+		if kf, err = arg("file"); err == nil {
+			if !filepath.IsAbs(kf) {
+				kf = filepath.Join(filepath.Dir(path), kf)
+			}
+			err = fc.load(kf, true)
+		}
+	default:
+		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, control, keys, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
+	}
+	return false, err
+}

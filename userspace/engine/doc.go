@@ -1,0 +1,66 @@
+// Package engine is xdpsec's host-mode IPsec engine: it joins the XDP
+// classifier (loader), one AF_XDP socket per receive queue (afxdp), the
+// transforms (ipsec), the SA and policy databases (sad), a multi-queue TUN
+// device (engine/tun), next-hop resolution (engine/neigh) and path MTU errors
+// (engine/pmtu) into the two pipelines of DESIGN.md.
+//
+// # The two pipelines
+//
+// One worker goroutine runs per receive queue, locked to its OS thread. It owns
+// queue q's AF_XDP socket on every link, and TUN queue q.
+//
+// Inbound: XSK rx batch → ParseOuter → SAD lookup → Decrypt (replay check,
+// ICV, replay update, decapsulation, all inside ipsec) → inbound policy check
+// → one batch write of the inner packets into the TUN queue → frames back to
+// the fill ring. Transport mode needs nothing extra: Decrypt rebuilds the IP
+// header around the payload.
+//
+// Outbound: TUN read batch straight into AF_XDP frames (no copy) → SPD
+// lookup on the packet's selector → PROTECT: SA per template, Encrypt in
+// place, Ethernet header from neigh, AF_XDP transmit; BYPASS: the same without
+// Encrypt; DISCARD: counted. A packet that would exceed the route MTU once
+// encapsulated is answered with an ICMP "too big" written back into the TUN.
+//
+// The hot path makes no allocation, no channel operation and no per-packet
+// syscall: the syscalls are per batch (the AF_XDP kicks, the TUN read and
+// write loops, which the TUN API makes one read(2)/write(2) per packet, see
+// engine/tun), and poll(2) only when a worker found nothing to do for a
+// bounded number of rounds.
+//
+// # The XDP SA map follows the SAD
+//
+// Every change of the SAD made through the Engine (AddSA, UpdateSA, DeleteSA,
+// Reload, lifetime expiry) is followed by a sync of the loader's SA map: the
+// inbound SAs (those whose destination is a local address of the namespace,
+// or whose spec says `dir in`) are put, the others removed. Only packets of
+// SAs in the map are steered; the rest pass to the kernel. Per-queue SAs
+// (RFC 9611, one SPI per queue) need nothing special: each is one SAD entry.
+//
+// # Stop and fail-open
+//
+// Stop ends the workers, closes the sockets (the kernel empties their XSKMAP
+// slots), removes the TUN (and with it every route through it) and detaches
+// the XDP program. With Config.FailOpen the program and its pinned maps stay:
+// IPsec packets of known SAs are then counted steer-fallback and passed to
+// the kernel, and a restarted engine re-attaches to the same pins and resumes
+// steering. A SIGKILLed daemon leaves the same state, provided the pins live
+// on a bpffs that outlives the process (see Config.PinRoot).
+//
+// # Concurrency
+//
+// The Engine's methods are safe for concurrent use; writers (SA and policy
+// changes, Reload) are serialised by one mutex, the workers never take it.
+//
+// # Limits (documented, not hidden)
+//
+//   - ESP-in-UDP is recognised on port 4500 only.
+//   - A policy with several templates (an AH+ESP bundle) applies them in the
+//     order given, innermost first.
+//   - Transport mode needs the peer's address routed through the TUN while
+//     the neighbour lookup of the outer packet needs it routed through the
+//     link; engine/neigh resolves through the main table only, so transport
+//     mode works when a policy routing rule keeps the link route visible.
+//     Tunnel mode has no such conflict.
+//   - Outbound IPv4 packets without DF that do not fit are dropped and
+//     counted (out-too-big-dropped), not fragmented.
+package engine

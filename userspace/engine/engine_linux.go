@@ -1,0 +1,952 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/capabilities"
+	"github.com/xdpsec/xdpsec/loader"
+	"github.com/xdpsec/xdpsec/userspace/afxdp"
+	"github.com/xdpsec/xdpsec/userspace/engine/neigh"
+	"github.com/xdpsec/xdpsec/userspace/engine/tun"
+	"github.com/xdpsec/xdpsec/userspace/ipsec"
+	"github.com/xdpsec/xdpsec/userspace/sad"
+)
+
+// DefaultTUN is the name of the TUN device when Config.TUN is empty.
+const DefaultTUN = "xdpsec0"
+
+// defaultOverhead is the encapsulation overhead the TUN MTU leaves room for
+// when no outbound SA exists yet to measure it: an IPv6 outer header with UDP
+// encapsulation and CBC+HMAC-SHA-512 stays below it.
+const defaultOverhead = 128
+
+// Errors callers tell apart with errors.Is.
+var (
+	// ErrConfig: the Config cannot work; the message says which field.
+	ErrConfig = errors.New("invalid engine config")
+	// ErrStopped: the engine was stopped.
+	ErrStopped = errors.New("engine stopped")
+)
+
+// Config says what Start builds.
+type Config struct {
+	// Links are the interfaces whose IPsec traffic the engine terminates
+	// (at least one). The XDP program is attached to each.
+	Links []string
+	// XDPMode is the attach mode (loader.ModeAuto: native, else generic).
+	XDPMode loader.Mode
+	// PinRoot is the bpffs directory of the loader's pins
+	// (loader.DefaultPinRoot when empty). Under `ip netns exec`, /sys is a
+	// fresh sysfs without bpffs: the loader then mounts a private bpffs
+	// that dies with the process, so fail-open across a crash needs a
+	// PinRoot on a bpffs mounted outside that private mount namespace.
+	PinRoot string
+	// FailOpen leaves the XDP program and its maps pinned on Stop, so IPsec
+	// traffic falls back to the kernel (steer-fallback) until a restart.
+	FailOpen bool
+	// TUN is the TUN device name (DefaultTUN when empty).
+	TUN string
+	// Addrs are the TUN's addresses (the inner addresses of this host).
+	Addrs []netip.Prefix
+	// Routes are extra prefixes routed into the TUN, besides the
+	// destination prefixes of outbound policies.
+	Routes []netip.Prefix
+	// MTU is the TUN MTU; 0 takes the smallest link MTU minus the largest
+	// encapsulation overhead of the outbound SAs.
+	MTU int
+	// Queues is the number of workers (and of AF_XDP sockets per link and
+	// TUN queues); 0 takes the largest rx queue count of the links.
+	Queues int
+	// FrameCount is the UMEM size of each socket, in 2048-byte frames
+	// (afxdp.DefaultFrameCount when 0).
+	FrameCount int
+	// SAs and Policies are installed before the workers start.
+	SAs      []*sad.SASpec
+	Policies []*sad.PolicySpec
+	// Capabilities, when not nil, is obeyed: its current view's XDP config
+	// is written into the loader and followed on every change, and SAs it
+	// does not allow are refused.
+	Capabilities *capabilities.Hub
+	// Logger receives lifecycle events (never key bytes); slog.Default()
+	// when nil.
+	Logger *slog.Logger
+}
+
+// Engine is a running host-mode IPsec engine. See the package documentation
+// for its pipelines and concurrency contract.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	sad *sad.SAD
+	spd *sad.SPD
+
+	links   []*engineLink
+	dev     *tun.Device
+	nr      *neigh.Resolver
+	nl      *netlink.Handle
+	workers []*worker
+
+	evfd     int
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+	done     chan struct{}
+	sub      *capabilities.Subscription
+
+	mu      sync.Mutex // serialises writers and Stop
+	stopped bool
+	saIDs   map[sad.SAKey]uint32
+	nextID  uint32
+	routes  map[netip.Prefix]int
+	started time.Time
+	// openSocks are sockets opened but not yet handed to a worker (Start).
+	openSocks [][]*afxdp.Socket
+}
+
+// engineLink is one attached interface.
+type engineLink struct {
+	name    string
+	index   int
+	mtu     int
+	queues  int
+	dp      *loader.Datapath
+	xdpConf loader.Config
+}
+
+// Start attaches the datapath to every link, creates the TUN, opens one
+// AF_XDP socket per queue and link, installs cfg's SAs and policies and
+// starts the workers. Call it on a thread inside the network namespace of
+// the links (the engine keeps working there from any thread). On failure
+// nothing Start created is left behind.
+func Start(cfg Config) (_ *Engine, err error) {
+	if len(cfg.Links) == 0 {
+		return nil, fmt.Errorf("%w: no link: name at least one interface (config line `link IFNAME`)", ErrConfig)
+	}
+	if cfg.TUN == "" {
+		cfg.TUN = DefaultTUN
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Engine{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		evfd:   -1,
+		done:   make(chan struct{}),
+		saIDs:  map[sad.SAKey]uint32{},
+		routes: map[netip.Prefix]int{},
+	}
+	defer func() {
+		if err != nil {
+			e.teardown(false)
+		}
+	}()
+	if e.nl, err = netlink.NewHandle(); err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	queues, minMTU := 0, 1<<30
+	for _, name := range cfg.Links {
+		l, err := e.nl.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("link %s: %w (check `ip link` in this namespace)", name, err)
+		}
+		a := l.Attrs()
+		el := &engineLink{name: name, index: a.Index, mtu: a.MTU, queues: max(a.NumRxQueues, 1)}
+		minMTU = min(minMTU, a.MTU)
+		dp, err := loader.Attach(name, cfg.XDPMode, loader.Options{PinRoot: cfg.PinRoot, Logger: e.log})
+		if err != nil {
+			return nil, fmt.Errorf("attach xdp to %s: %w", name, err)
+		}
+		el.dp = dp
+		e.links = append(e.links, el)
+	}
+	// One socket per rx queue in use. Netlink reports the queues allocated
+	// (veth allocates one per possible CPU), not the ones in use
+	// (real_num_rx_queues), and the sysfs of another namespace cannot
+	// tell either: bind answers EINVAL past the last queue in use.
+	socks := make([][]*afxdp.Socket, len(e.links))
+	e.openSocks = socks
+	for li, el := range e.links {
+		n := el.queues
+		if cfg.Queues > 0 {
+			n = min(n, cfg.Queues)
+		}
+		for q := 0; q < n; q++ {
+			s, err := openSocket(afxdp.Config{Ifindex: el.index, Queue: q, FrameCount: cfg.FrameCount})
+			if err != nil {
+				if q > 0 && errors.Is(err, unix.EINVAL) {
+					break
+				}
+				return nil, fmt.Errorf("open AF_XDP socket on %s queue %d: %w", el.name, q, err)
+			}
+			socks[li] = append(socks[li], s)
+		}
+		el.queues = len(socks[li])
+		queues = max(queues, el.queues)
+	}
+	if queues > tun.MaxQueues {
+		return nil, fmt.Errorf("%w: %d queues: at most %d", ErrConfig, queues, tun.MaxQueues)
+	}
+	if err := e.applyXDPConfig(); err != nil {
+		return nil, err
+	}
+
+	e.sad = sad.NewSAD(sad.Config{Shards: queues})
+	e.spd = sad.NewSPD(sad.Config{})
+	for _, s := range cfg.SAs {
+		if _, err := e.addSALocked(s); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range cfg.Policies {
+		if _, err := e.spd.Add(p); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", p, err)
+		}
+	}
+
+	if e.nr, err = neigh.New(neigh.Config{}); err != nil {
+		return nil, fmt.Errorf("start neighbour resolver: %w", err)
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = minMTU - e.maxOverhead()
+	}
+	if e.dev, err = tun.Create(tun.Config{Name: cfg.TUN, Queues: queues, MTU: mtu, TxQueueLen: 1000, Addrs: cfg.Addrs, Routes: cfg.Routes}); err != nil {
+		return nil, fmt.Errorf("create tun %s: %w", cfg.TUN, err)
+	}
+	for _, p := range e.spd.List() {
+		e.routePolicy(p.Spec(), true)
+	}
+
+	if e.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("create eventfd: %w", err)
+	}
+	for q := 0; q < queues; q++ {
+		w := newWorker(e, q)
+		e.workers = append(e.workers, w)
+		for li, el := range e.links {
+			if q >= el.queues {
+				continue
+			}
+			s := socks[li][q]
+			socks[li][q] = nil // the worker owns it now
+			w.socks[li] = s
+			if err := el.dp.SetXSK(uint32(q), s.FD()); err != nil {
+				return nil, fmt.Errorf("put AF_XDP socket of %s queue %d in the XSKMAP: %w", el.name, q, err)
+			}
+		}
+		w.init()
+	}
+	if err := e.syncSAMap(); err != nil {
+		return nil, err
+	}
+	for _, a := range e.sad.List() {
+		e.warmNeighbour(a)
+	}
+	e.started = time.Now()
+	for _, w := range e.workers {
+		e.wg.Add(1)
+		go w.run()
+	}
+	if cfg.Capabilities != nil {
+		e.sub = cfg.Capabilities.Subscribe(4)
+	}
+	e.wg.Add(1)
+	go e.housekeeping()
+	e.log.Info("engine started", "links", cfg.Links, "queues", queues, "tun", e.dev.Name(), "mtu", mtu,
+		"afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
+	return e, nil
+}
+
+// openSocket opens an AF_XDP socket, retrying while the kernel still
+// releases the queue from a socket closed just before (EBUSY).
+func openSocket(cfg afxdp.Config) (*afxdp.Socket, error) {
+	var err error
+	for i := 0; i < 50; i++ {
+		var s *afxdp.Socket
+		if s, err = afxdp.Open(cfg); err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func (e *Engine) afxdpMode() string {
+	for _, w := range e.workers {
+		for _, s := range w.socks {
+			if s != nil {
+				return s.Info().Mode.String()
+			}
+		}
+	}
+	return "none"
+}
+
+// applyXDPConfig writes the receive-offload config: the capabilities'
+// current view when a hub is given, else every class on.
+func (e *Engine) applyXDPConfig() error {
+	c := loader.DefaultConfig()
+	if e.cfg.Capabilities != nil {
+		x := e.cfg.Capabilities.State().Current().XDPConfig()
+		c = loader.Config{ESP: x.ESP, AH: x.AH, UDPESP: x.UDPESP, IPv4: x.IPv4, IPv6: x.IPv6}
+	}
+	for _, el := range e.links {
+		if err := el.dp.SetConfig(c); err != nil {
+			return fmt.Errorf("set receive-offload config on %s: %w", el.name, err)
+		}
+		el.xdpConf = c
+	}
+	return nil
+}
+
+// maxOverhead is the largest head+tail any outbound SA adds.
+func (e *Engine) maxOverhead() int {
+	m := 0
+	locals := e.localAddrs()
+	for _, a := range e.sad.List() {
+		if e.inbound(a.Spec(), locals) {
+			continue
+		}
+		h, t := a.Transform().Overhead()
+		m = max(m, h+t)
+	}
+	if m == 0 {
+		m = defaultOverhead
+	}
+	return m
+}
+
+// housekeeping runs lifetimes (SAD.Tick) and follows capability changes.
+func (e *Engine) housekeeping() {
+	defer e.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var changes <-chan capabilities.Change
+	if e.sub != nil {
+		changes = e.sub.C
+	}
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-tick.C:
+			e.tick()
+		case <-e.sad.Wake():
+			e.tick()
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			e.mu.Lock()
+			if !e.stopped {
+				if err := e.applyXDPConfig(); err != nil {
+					e.log.Error("apply capability change", "err", err)
+				}
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
+func (e *Engine) tick() {
+	ex := e.sad.Tick(time.Now())
+	if len(ex) == 0 {
+		return
+	}
+	hard := false
+	for _, x := range ex {
+		e.log.Info("SA lifetime", "sa", x.Spec, "limit", x.Limit, "hard", x.Hard)
+		hard = hard || x.Hard
+	}
+	if hard {
+		e.mu.Lock()
+		if !e.stopped {
+			if err := e.syncSAMap(); err != nil {
+				e.log.Error("sync XDP SA map after expiry", "err", err)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Stop ends the workers, closes the sockets, removes the TUN and detaches
+// the XDP program (or, with Config.FailOpen, leaves it pinned). It is
+// idempotent.
+func (e *Engine) Stop() error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil
+	}
+	// Writers and Stats see stopped and leave everything alone; the lock
+	// is released before the wait, since housekeeping may be waiting for
+	// it.
+	e.stopped = true
+	e.mu.Unlock()
+	return e.teardown(e.cfg.FailOpen)
+}
+
+// teardown releases everything in reverse order of Start.
+func (e *Engine) teardown(failOpen bool) error {
+	var errs []error
+	e.stopping.Store(true)
+	if e.evfd >= 0 {
+		var one = [8]byte{1}
+		unix.Write(e.evfd, one[:])
+	}
+	close(e.done)
+	e.wg.Wait()
+	if e.sub != nil {
+		e.sub.Close()
+	}
+	for _, w := range e.workers {
+		for li, s := range w.socks {
+			if s == nil {
+				continue
+			}
+			if failOpen {
+				// Closing the socket removes it from the XSKMAP; clear the
+				// slot explicitly too, so steering falls back at once.
+				e.links[li].dp.ClearXSK(uint32(w.q))
+			}
+			if err := s.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, ss := range e.openSocks {
+		for _, s := range ss {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
+	if e.dev != nil {
+		if err := e.dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("remove tun: %w", err))
+		}
+	}
+	if e.nr != nil {
+		e.nr.Close()
+	}
+	if e.evfd >= 0 {
+		unix.Close(e.evfd)
+	}
+	for _, el := range e.links {
+		if failOpen {
+			el.dp.Close()
+			continue
+		}
+		if err := el.dp.Detach(loader.Options{PinRoot: e.cfg.PinRoot}); err != nil {
+			errs = append(errs, fmt.Errorf("detach xdp from %s: %w", el.name, err))
+		}
+	}
+	if e.nl != nil {
+		e.nl.Close()
+	}
+	if e.cfg.Capabilities != nil && !failOpen {
+		e.cfg.Capabilities.EngineStopped("engine stopped")
+	}
+	e.log.Info("engine stopped", "fail-open", failOpen)
+	return errors.Join(errs...)
+}
+
+// localAddrs lists the addresses of the namespace's interfaces.
+func (e *Engine) localAddrs() map[netip.Addr]bool {
+	m := map[netip.Addr]bool{}
+	addrs, err := e.nl.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		e.log.Warn("list local addresses", "err", err)
+		return m
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			m[ip.Unmap()] = true
+		}
+	}
+	return m
+}
+
+// inbound says whether an SA verifies traffic to this host: `dir in`, or,
+// without a dir, a destination that is a local address.
+func (e *Engine) inbound(s *sad.SASpec, locals map[netip.Addr]bool) bool {
+	switch s.Dir {
+	case "in":
+		return true
+	case "out":
+		return false
+	}
+	return locals[s.Dst.Unmap()]
+}
+
+// syncSAMap makes every link's XDP SA map hold exactly the inbound SAs of
+// the SAD. e.mu is held (or Start is running).
+func (e *Engine) syncSAMap() error {
+	locals := e.localAddrs()
+	want := map[loader.SAKey]loader.SA{}
+	for _, a := range e.sad.List() {
+		s := a.Spec()
+		if !e.inbound(s, locals) {
+			continue
+		}
+		k := s.Key()
+		id, ok := e.saIDs[k]
+		if !ok {
+			e.nextID++
+			id = e.nextID
+			e.saIDs[k] = id
+		}
+		var port uint16
+		if s.Encap != nil {
+			port = s.Encap.DstPort
+		}
+		want[loader.SAKey{SPI: k.SPI, Dst: k.Dst, Proto: loader.Proto(k.Proto)}] = loader.SA{ID: id, EncapPort: port}
+	}
+	var errs []error
+	for _, el := range e.links {
+		have, err := el.dp.SAs()
+		if err != nil {
+			return fmt.Errorf("list XDP SAs of %s: %w", el.name, err)
+		}
+		seen := map[loader.SAKey]bool{}
+		for _, h := range have {
+			k := h.Key
+			k.Dst = k.Dst.Unmap()
+			seen[k] = true
+			if w, ok := want[k]; ok && w == h.SA {
+				continue
+			} else if ok {
+				errs = append(errs, el.dp.PutSA(k, w))
+				continue
+			}
+			if err := el.dp.DeleteSA(h.Key); err != nil && !errors.Is(err, loader.ErrSANotFound) {
+				errs = append(errs, err)
+			}
+		}
+		for k, v := range want {
+			if !seen[k] {
+				errs = append(errs, el.dp.PutSA(k, v))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("program XDP SA map: %w", err)
+	}
+	return nil
+}
+
+// warmNeighbour starts resolving the next hop of an outbound tunnel SA's
+// peer, so the first packets find the Ethernet header ready.
+func (e *Engine) warmNeighbour(a *sad.Association) {
+	if e.nr == nil {
+		return
+	}
+	s := a.Spec()
+	if s.Mode == ipsec.ModeTunnel && !e.localAddrs()[s.Dst.Unmap()] {
+		e.nr.Lookup(s.Dst.Unmap())
+	}
+}
+
+// checkAllowed asks the capabilities, when configured, whether spec fits
+// the current offload view.
+func (e *Engine) checkAllowed(spec *sad.SASpec, in bool) error {
+	if e.cfg.Capabilities == nil {
+		return nil
+	}
+	p := spec.Params()
+	dir := capabilities.SAOutbound
+	if in {
+		dir = capabilities.SAInbound
+	}
+	if err := e.cfg.Capabilities.State().Allows(&p, dir); err != nil {
+		return fmt.Errorf("SA %s: %w", spec.Key(), err)
+	}
+	return nil
+}
+
+func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
+	if err := e.checkAllowed(spec, e.inbound(spec, e.localAddrs())); err != nil {
+		return nil, err
+	}
+	a, err := e.sad.Add(spec)
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// AddSA adds an SA (ErrExists from sad when its key is taken) and, if it is
+// inbound, puts it in the XDP SA map.
+func (e *Engine) AddSA(spec *sad.SASpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	a, err := e.addSALocked(spec)
+	if err != nil {
+		return err
+	}
+	e.warmNeighbour(a)
+	return e.syncSAMap()
+}
+
+// UpdateSA replaces an SA, keeping its sequence numbers and replay window
+// (sad.SAD.Update), and updates the XDP SA map.
+func (e *Engine) UpdateSA(spec *sad.SASpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if err := e.checkAllowed(spec, e.inbound(spec, e.localAddrs())); err != nil {
+		return err
+	}
+	if _, err := e.sad.Update(spec); err != nil {
+		return err
+	}
+	return e.syncSAMap()
+}
+
+// DeleteSA removes an SA; its packets in flight are dropped as no-state.
+func (e *Engine) DeleteSA(k sad.SAKey) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if err := e.sad.Delete(k); err != nil {
+		return err
+	}
+	delete(e.saIDs, k)
+	return e.syncSAMap()
+}
+
+// GetSA returns the SA with key k (sad.ErrNotFound when absent).
+func (e *Engine) GetSA(k sad.SAKey) (*sad.Association, error) { return e.sad.Get(k) }
+
+// SAD returns the engine's SA database, for reading. Change it only through
+// the Engine, which keeps the XDP SA map in step.
+func (e *Engine) SAD() *sad.SAD { return e.sad }
+
+// SPD returns the engine's policy database, for reading. Change it only
+// through the Engine, which keeps the TUN routes in step.
+func (e *Engine) SPD() *sad.SPD { return e.spd }
+
+// AddPolicy adds a policy; an outbound policy's destination prefix is routed
+// into the TUN.
+func (e *Engine) AddPolicy(spec *sad.PolicySpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	if _, err := e.spd.Add(spec); err != nil {
+		return err
+	}
+	e.routePolicy(spec, true)
+	return nil
+}
+
+// DeletePolicy removes the policy with spec's direction and selector, and
+// its route when no other policy needs it.
+func (e *Engine) DeletePolicy(spec *sad.PolicySpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return ErrStopped
+	}
+	var old *sad.PolicySpec
+	for _, p := range e.spd.List() {
+		ps := p.Spec()
+		if ps.Dir == spec.Dir && ps.Sel.String() == spec.Sel.String() && ps.IfID == spec.IfID {
+			old = ps
+		}
+	}
+	if err := e.spd.Delete(spec); err != nil {
+		return err
+	}
+	if old != nil {
+		e.routePolicy(old, false)
+	}
+	return nil
+}
+
+// routePolicy adds (or removes) the TUN route of an outbound policy's
+// destination prefix, reference-counted per prefix. A prefix holding an
+// outer SA address is not routed: the outer packets must keep reaching the
+// link (see the package documentation on transport mode).
+func (e *Engine) routePolicy(p *sad.PolicySpec, add bool) {
+	if p.Dir != sad.DirOut || !p.Sel.Dst.IsValid() || p.Sel.Dst.Bits() == 0 || e.dev == nil {
+		return
+	}
+	pfx := p.Sel.Dst.Masked()
+	if add {
+		for _, a := range e.sad.List() {
+			if pfx.Contains(a.Spec().Dst.Unmap()) {
+				e.log.Warn("not routing a policy prefix into the tun: it holds an SA's outer address", "prefix", pfx, "sa", a.Key())
+				return
+			}
+		}
+		e.routes[pfx]++
+		if e.routes[pfx] == 1 {
+			if err := e.dev.AddRoute(pfx); err != nil {
+				e.log.Warn("route policy prefix into the tun", "prefix", pfx, "err", err)
+			}
+		}
+		return
+	}
+	if e.routes[pfx] == 0 {
+		return
+	}
+	e.routes[pfx]--
+	if e.routes[pfx] == 0 {
+		delete(e.routes, pfx)
+		if err := e.dev.DelRoute(pfx); err != nil {
+			e.log.Warn("remove policy route", "prefix", pfx, "err", err)
+		}
+	}
+}
+
+// ReloadSummary says what Reload changed.
+type ReloadSummary struct {
+	SAsAdded, SAsUpdated, SAsDeleted, SAsUnchanged int
+	PoliciesAdded, PoliciesDeleted, PoliciesKept   int
+}
+
+// Reload makes the SAD and SPD hold exactly sas and policies: unchanged SAs
+// are left alone (their traffic never notices), changed ones are updated in
+// place (sequence numbers and replay window kept), missing ones deleted, new
+// ones added. Errors of single entries are joined; the rest is applied.
+func (e *Engine) Reload(sas []*sad.SASpec, policies []*sad.PolicySpec) (ReloadSummary, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sum ReloadSummary
+	if e.stopped {
+		return sum, ErrStopped
+	}
+	var errs []error
+	want := map[sad.SAKey]*sad.SASpec{}
+	for _, s := range sas {
+		want[s.Key()] = s
+	}
+	for _, a := range e.sad.List() {
+		if _, ok := want[a.Key()]; !ok {
+			if err := e.sad.Delete(a.Key()); err != nil {
+				errs = append(errs, err)
+			}
+			delete(e.saIDs, a.Key())
+			sum.SAsDeleted++
+		}
+	}
+	for _, s := range sas {
+		old, err := e.sad.Get(s.Key())
+		switch {
+		case err != nil:
+			a, err := e.addSALocked(s)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			e.warmNeighbour(a)
+			sum.SAsAdded++
+		case slices.Equal(old.Spec().SecretWords(), s.SecretWords()):
+			sum.SAsUnchanged++
+		default:
+			if _, err := e.sad.Update(s); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			sum.SAsUpdated++
+		}
+	}
+	wantP := map[string]*sad.PolicySpec{}
+	for _, p := range policies {
+		wantP[p.String()] = p
+	}
+	for _, p := range e.spd.List() {
+		ps := p.Spec()
+		if _, ok := wantP[ps.String()]; ok {
+			delete(wantP, ps.String())
+			sum.PoliciesKept++
+			continue
+		}
+		if err := e.spd.Delete(ps); err != nil {
+			errs = append(errs, err)
+		}
+		e.routePolicy(ps, false)
+		sum.PoliciesDeleted++
+	}
+	for _, p := range policies {
+		if _, ok := wantP[p.String()]; !ok {
+			continue
+		}
+		if _, err := e.spd.Add(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.routePolicy(p, true)
+		sum.PoliciesAdded++
+	}
+	errs = append(errs, e.syncSAMap())
+	return sum, errors.Join(errs...)
+}
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	Uptime   string `json:"uptime"`
+	Workers  int    `json:"workers"`
+	AFXDP    string `json:"afxdp_mode"`
+	TUN      string `json:"tun"`
+	Counters map[string]uint64 `json:"counters"`
+	// InVerdicts counts inbound packets by ipsec.Verdict name.
+	InVerdicts map[string]uint64 `json:"in_verdicts"`
+	Links      []LinkStats       `json:"links"`
+	SAs        []SAStats         `json:"sas"`
+	Policies   int               `json:"policies"`
+	TUNQueues  tun.QueueStats    `json:"tun_queues"`
+	Neighbours neigh.Stats       `json:"neighbours"`
+	Sockets    []SocketStats     `json:"sockets"`
+}
+
+// LinkStats are one link's XDP facts and reason counters.
+type LinkStats struct {
+	Name    string            `json:"name"`
+	Ifindex int               `json:"ifindex"`
+	XDPMode string            `json:"xdp_mode"`
+	Reasons map[string]uint64 `json:"reasons"`
+}
+
+// SAStats are one SA's counters; Spec is redacted (no key bytes).
+type SAStats struct {
+	Key      string            `json:"key"`
+	Dir      string            `json:"dir"`
+	Spec     string            `json:"spec"`
+	Packets  uint64            `json:"packets"`
+	Bytes    uint64            `json:"bytes"`
+	Verdicts map[string]uint64 `json:"verdicts,omitempty"`
+	// XDPPackets counts the packets the XDP program matched to the SA.
+	XDPPackets uint64 `json:"xdp_packets"`
+	NextSeq    uint64 `json:"next_seq"`
+}
+
+// SocketStats are one AF_XDP socket's main counters.
+type SocketStats struct {
+	Link       string `json:"link"`
+	Queue      int    `json:"queue"`
+	RxPackets  uint64 `json:"rx_packets"`
+	TxPackets  uint64 `json:"tx_packets"`
+	RxDropped  uint64 `json:"rx_dropped"`
+	RxRingFull uint64 `json:"rx_ring_full"`
+	FillEmpty  uint64 `json:"fill_ring_empty"`
+}
+
+// Stats sums the workers' counters and reads the links, sockets and SAs.
+func (e *Engine) Stats() (Stats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return Stats{}, ErrStopped
+	}
+	st := Stats{
+		Uptime:     time.Since(e.started).Round(time.Second).String(),
+		Workers:    len(e.workers),
+		AFXDP:      e.afxdpMode(),
+		TUN:        e.dev.Name(),
+		Counters:   map[string]uint64{},
+		InVerdicts: map[string]uint64{},
+		Policies:   e.spd.Len(),
+		TUNQueues:  e.dev.Stats(),
+		Neighbours: e.nr.Stats(),
+	}
+	for c := Counter(0); c < numCounters; c++ {
+		var n uint64
+		for _, w := range e.workers {
+			n += w.ctr.c[c].Load()
+		}
+		st.Counters[CounterName(c)] = n
+	}
+	for v := ipsec.Verdict(0); v < ipsec.NumVerdicts; v++ {
+		var n uint64
+		for _, w := range e.workers {
+			n += w.ctr.v[v].Load()
+		}
+		st.InVerdicts[v.String()] = n
+	}
+	xdp := map[sad.SAKey]uint64{}
+	for _, el := range e.links {
+		ls := LinkStats{Name: el.name, Ifindex: el.index, Reasons: map[string]uint64{}}
+		if s, err := el.dp.Status(); err == nil {
+			ls.XDPMode = s.Mode.String()
+		} else {
+			ls.XDPMode = "unknown: " + err.Error()
+		}
+		if ctr, err := el.dp.Counters(); err == nil {
+			for r, n := range ctr {
+				ls.Reasons[loader.ReasonName(loader.Reason(r))] = n
+			}
+		}
+		if sas, err := el.dp.SAs(); err == nil {
+			for _, s := range sas {
+				xdp[sad.SAKey{SPI: s.Key.SPI, Dst: s.Key.Dst.Unmap(), Proto: ipsec.Proto(s.Key.Proto)}] += s.Counters.Packets
+			}
+		}
+		st.Links = append(st.Links, ls)
+	}
+	locals := e.localAddrs()
+	for _, a := range e.sad.List() {
+		s := a.Stats()
+		ss := SAStats{Key: a.Key().String(), Dir: "out", Spec: a.Spec().String(), Packets: s.Packets, Bytes: s.Bytes,
+			XDPPackets: xdp[a.Key()], NextSeq: a.Transform().NextSeq()}
+		if e.inbound(a.Spec(), locals) {
+			ss.Dir = "in"
+		}
+		for v, n := range s.Verdicts {
+			if n != 0 {
+				if ss.Verdicts == nil {
+					ss.Verdicts = map[string]uint64{}
+				}
+				ss.Verdicts[ipsec.Verdict(v).String()] = n
+			}
+		}
+		st.SAs = append(st.SAs, ss)
+	}
+	for _, w := range e.workers {
+		for li, s := range w.socks {
+			if s == nil {
+				continue
+			}
+			x, err := s.Stats()
+			if err != nil {
+				continue
+			}
+			st.Sockets = append(st.Sockets, SocketStats{Link: e.links[li].name, Queue: w.q, RxPackets: x.RxPackets,
+				TxPackets: x.TxPackets, RxDropped: x.RxDropped, RxRingFull: x.RxRingFull, FillEmpty: x.RxFillRingEmptyDescs})
+		}
+	}
+	return st, nil
+}
+
+// String renders a summary line, for logs.
+func (st Stats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "workers=%d afxdp=%s in-delivered=%d out-protected=%d", st.Workers, st.AFXDP,
+		st.Counters[CounterName(InDelivered)], st.Counters[CounterName(OutProtected)])
+	return b.String()
+}

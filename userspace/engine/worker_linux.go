@@ -1,0 +1,458 @@
+package engine
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/userspace/afxdp"
+	"github.com/xdpsec/xdpsec/userspace/engine/neigh"
+	"github.com/xdpsec/xdpsec/userspace/engine/pmtu"
+	"github.com/xdpsec/xdpsec/userspace/ipsec"
+	"github.com/xdpsec/xdpsec/userspace/sad"
+)
+
+const (
+	// batchSize is the most packets a worker moves per ring operation.
+	batchSize = 64
+	// spinRounds is how many rounds without work a worker makes before it
+	// sleeps in poll(2): sleeping at once loses packets under load (the
+	// rx ring fills while the thread wakes up), spinning forever burns a
+	// core when idle.
+	spinRounds = 64
+	// txRetries bounds the attempts to post a batch on a full tx ring.
+	txRetries = 4
+	// ethLen is the Ethernet header the outbound path prepends.
+	ethLen = 14
+	// outTailroom is left free at a frame's end for the ESP trailer and
+	// ICV when the TUN reads a packet into it.
+	outTailroom = 128
+)
+
+// worker owns queue q: the AF_XDP socket of queue q on every link that has
+// one, and TUN queue q. Everything it holds is preallocated in init, so the
+// loop allocates nothing.
+type worker struct {
+	e     *Engine
+	q     int
+	socks []*afxdp.Socket // by link (nil: the link has fewer queues)
+	ctr   *workerCounters
+
+	rx      []afxdp.Desc
+	inPkts  [][]byte
+	outer   ipsec.Outer
+	flow    flow
+	primary int // link whose frames the TUN reads into
+
+	rdDesc  []afxdp.Desc // frames allocated for TUN reads, not yet used
+	rdBufs  [][]byte
+	rdSizes []int
+	tx      [][]afxdp.Desc // by link
+	spare   [][]afxdp.Desc // by link: app-owned free frames to reuse
+	icmp    []byte
+	icmpVec [][]byte
+	pfd     []unix.PollFd
+	linkIdx map[int]int // ifindex -> link position (read-only after init)
+}
+
+func newWorker(e *Engine, q int) *worker {
+	return &worker{e: e, q: q, socks: make([]*afxdp.Socket, len(e.links)), ctr: new(workerCounters)}
+}
+
+// init preallocates the worker's buffers once its sockets are open.
+func (w *worker) init() {
+	n := len(w.socks)
+	w.rx = make([]afxdp.Desc, batchSize)
+	w.inPkts = make([][]byte, 0, batchSize)
+	w.rdDesc = make([]afxdp.Desc, 0, batchSize)
+	w.rdBufs = make([][]byte, batchSize)
+	w.rdSizes = make([]int, batchSize)
+	w.tx = make([][]afxdp.Desc, n)
+	w.spare = make([][]afxdp.Desc, n)
+	for i := range n {
+		w.tx[i] = make([]afxdp.Desc, 0, batchSize)
+		w.spare[i] = make([]afxdp.Desc, 0, 2*batchSize)
+	}
+	w.icmp = make([]byte, pmtu.MaxLen6)
+	w.icmpVec = make([][]byte, 1)
+	w.linkIdx = map[int]int{}
+	w.primary = -1
+	w.pfd = append(w.pfd, unix.PollFd{Fd: int32(w.e.evfd), Events: unix.POLLIN},
+		unix.PollFd{Fd: int32(w.e.dev.Queue(w.q).Fd()), Events: unix.POLLIN})
+	for i, s := range w.socks {
+		w.linkIdx[w.e.links[i].index] = i
+		if s == nil {
+			continue
+		}
+		if w.primary < 0 {
+			w.primary = i
+		}
+		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
+	}
+}
+
+// run is the worker's loop, on its own locked OS thread.
+func (w *worker) run() {
+	defer w.e.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	idle := 0
+	for !w.e.stopping.Load() {
+		work := false
+		for li, s := range w.socks {
+			if s == nil {
+				continue
+			}
+			if n := s.Receive(w.rx); n > 0 {
+				w.inbound(li, s, w.rx[:n])
+				work = true
+			}
+		}
+		if w.primary >= 0 && w.outbound() {
+			work = true
+		}
+		pending := false
+		for _, s := range w.socks {
+			if s != nil {
+				s.Complete()
+				s.Refill()
+				pending = pending || s.Free() < s.Info().FrameCount/4
+			}
+		}
+		if work {
+			idle = 0
+			continue
+		}
+		if idle++; idle < spinRounds {
+			continue
+		}
+		idle = 0
+		timeout := 1000
+		if pending {
+			timeout = 1 // frames still in flight on tx: come back for them
+		}
+		for i := range w.pfd {
+			w.pfd[i].Revents = 0
+		}
+		unix.Poll(w.pfd, timeout)
+	}
+	w.flushSpare()
+}
+
+// flushSpare returns the worker's spare frames to their sockets before
+// they close, so frame accounting balances.
+func (w *worker) flushSpare() {
+	for li, s := range w.socks {
+		if s == nil {
+			continue
+		}
+		s.Release(w.spare[li])
+		w.spare[li] = w.spare[li][:0]
+		if li == w.primary {
+			s.Release(w.rdDesc)
+			w.rdDesc = w.rdDesc[:0]
+		}
+	}
+}
+
+// l3Offset returns the offset of the IP header in an Ethernet frame (after
+// up to two VLAN tags), or -1 when the frame does not carry IPv4/IPv6.
+func l3Offset(f []byte) int {
+	off := 12
+	for range 3 {
+		if len(f) < off+2 {
+			return -1
+		}
+		switch binary.BigEndian.Uint16(f[off:]) {
+		case 0x0800, 0x86dd:
+			return off + 2
+		case 0x8100, 0x88a8:
+			off += 4
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// inbound handles one rx batch of link li: decrypt, check, deliver to the
+// TUN in one batch, give every frame back to the fill ring.
+func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
+	c := w.ctr
+	c.c[InFrames].Add(uint64(len(batch)))
+	db := w.e.sad
+	w.inPkts = w.inPkts[:0]
+	for _, d := range batch {
+		pkt := s.Packet(d)
+		l3 := l3Offset(pkt)
+		if l3 < 0 {
+			c.c[InNotIP].Add(1)
+			continue
+		}
+		if v := ipsec.ParseOuter(pkt[l3:], 0, &w.outer); v != ipsec.VerdictOK {
+			c.v[v].Add(1)
+			continue
+		}
+		a := db.Lookup(w.outer.SPI, w.outer.Dst, w.outer.Proto)
+		if a == nil {
+			c.v[ipsec.VerdictNoState].Add(1)
+			continue
+		}
+		r := a.Transform().DecryptParsed(pkt, l3, &w.outer)
+		a.Count(w.q, r.Verdict, r.N)
+		c.v[r.Verdict].Add(1)
+		if r.Verdict != ipsec.VerdictOK {
+			continue
+		}
+		inner := pkt[r.Off : r.Off+r.N]
+		if !w.inboundAllowed(inner, a) {
+			c.c[InPolicyMismatch].Add(1)
+			continue
+		}
+		w.inPkts = append(w.inPkts, inner)
+	}
+	if len(w.inPkts) > 0 {
+		n, _ := w.e.dev.Queue(w.q).Write(w.inPkts)
+		c.c[InDelivered].Add(uint64(n))
+		c.c[InTUNRejected].Add(uint64(len(w.inPkts) - n))
+	}
+	s.Release(batch)
+}
+
+// inboundAllowed applies the inbound policies (RFC 4301 §5.2) to a
+// decrypted packet: no policy accepts (as Linux without an in policy), a
+// DISCARD refuses, a PROTECT needs a template the SA fits, a BYPASS accepts
+// only what a transport-mode SA carried.
+func (w *worker) inboundAllowed(inner []byte, a *sad.Association) bool {
+	f := &w.flow
+	if !parseFlow(inner, f) {
+		return false
+	}
+	p := w.e.spd.Lookup(sad.DirIn, f.src, f.dst, f.proto, f.sport, f.dport)
+	if p == nil {
+		return true
+	}
+	spec := a.Spec()
+	switch p.Action() {
+	case sad.ActionDiscard:
+		return false
+	case sad.ActionBypass:
+		return spec.Mode == ipsec.ModeTransport
+	}
+	for _, t := range p.Templates() {
+		if t.Proto == spec.Proto && t.Mode == spec.Mode && (t.SPI == 0 || t.SPI == spec.SPI) &&
+			(!t.Dst.IsValid() || t.Dst == spec.Dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// outbound reads one batch from the TUN straight into frames of the
+// primary link and sends what the policies allow. It reports whether it
+// found packets.
+func (w *worker) outbound() bool {
+	s := w.socks[w.primary]
+	// Top the read frames up to a batch: spare frames first, then Alloc.
+	for len(w.rdDesc) < batchSize && len(w.spare[w.primary]) > 0 {
+		sp := w.spare[w.primary]
+		w.rdDesc = append(w.rdDesc, sp[len(sp)-1])
+		w.spare[w.primary] = sp[:len(sp)-1]
+	}
+	if k := len(w.rdDesc); k < batchSize {
+		w.rdDesc = w.rdDesc[:k+s.Alloc(w.rdDesc[k:batchSize])]
+	}
+	if len(w.rdDesc) == 0 {
+		return false
+	}
+	off := s.Info().RxOffset
+	for i, d := range w.rdDesc {
+		fr := s.Frame(d.Addr)
+		w.rdBufs[i] = fr[off : len(fr)-outTailroom]
+	}
+	n, err := w.e.dev.Queue(w.q).TryRead(w.rdBufs[:len(w.rdDesc)], w.rdSizes)
+	if err != nil || n == 0 {
+		return false
+	}
+	w.ctr.c[OutPackets].Add(uint64(n))
+	for i := 0; i < n; i++ {
+		w.send(s, w.rdDesc[i], off, w.rdSizes[i])
+	}
+	// Shift the unused frames to the front for the next read.
+	k := copy(w.rdDesc, w.rdDesc[n:])
+	w.rdDesc = w.rdDesc[:k]
+	for li, ss := range w.socks {
+		if ss == nil || len(w.tx[li]) == 0 {
+			continue
+		}
+		w.transmit(li, ss)
+	}
+	return true
+}
+
+// transmit posts link li's pending frames, reaping completions when the
+// ring is full, and drops (counts) what still does not fit.
+func (w *worker) transmit(li int, s *afxdp.Socket) {
+	tx := w.tx[li]
+	for try := 0; len(tx) > 0 && try < txRetries; try++ {
+		n, err := s.Transmit(tx)
+		if err != nil {
+			break
+		}
+		w.ctr.c[OutTransmitted].Add(uint64(n))
+		tx = tx[n:]
+		if len(tx) > 0 {
+			s.Complete()
+		}
+	}
+	if len(tx) > 0 {
+		w.ctr.c[OutTxDropped].Add(uint64(len(tx)))
+		w.spare[li] = append(w.spare[li], tx...)
+	}
+	w.tx[li] = w.tx[li][:0]
+}
+
+// recycle keeps an unsent frame of the primary link for the next read.
+func (w *worker) recycle(d afxdp.Desc) {
+	if len(w.spare[w.primary]) < cap(w.spare[w.primary]) {
+		w.spare[w.primary] = append(w.spare[w.primary], d)
+		return
+	}
+	w.socks[w.primary].Release([]afxdp.Desc{d}) // slow path: spare list full
+}
+
+// send applies the outbound policy to the packet of n bytes at offset off in
+// d's frame and queues the result for transmit.
+func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
+	c := w.ctr
+	fr := s.Frame(d.Addr)
+	pkt := fr[off : off+n]
+	f := &w.flow
+	if !parseFlow(pkt, f) {
+		c.c[OutNotIP].Add(1)
+		w.recycle(d)
+		return
+	}
+	p := w.e.spd.Lookup(sad.DirOut, f.src, f.dst, f.proto, f.sport, f.dport)
+	if p == nil {
+		c.c[OutNoPolicy].Add(1)
+		w.recycle(d)
+		return
+	}
+	outerDst := f.dst
+	var sas [2]*sad.Association
+	var nsa, overhead int
+	switch p.Action() {
+	case sad.ActionDiscard:
+		c.c[OutDiscard].Add(1)
+		w.recycle(d)
+		return
+	case sad.ActionProtect:
+		tmpls := p.Templates()
+		if len(tmpls) > len(sas) {
+			c.c[OutNoSA].Add(1)
+			w.recycle(d)
+			return
+		}
+		for i := range tmpls {
+			t := &tmpls[i]
+			a := w.e.sad.LookupOutbound(t, f.src, f.dst)
+			if a == nil {
+				if t.Level == sad.LevelUse {
+					continue
+				}
+				c.c[OutNoSA].Add(1)
+				w.recycle(d)
+				return
+			}
+			sas[nsa] = a
+			nsa++
+			h, tl := a.Transform().Overhead()
+			overhead += h + tl
+			if a.Spec().Mode == ipsec.ModeTunnel {
+				outerDst = a.Spec().Dst
+			}
+		}
+	}
+	hop, st := w.e.nr.Lookup(outerDst.Unmap())
+	switch st {
+	case neigh.Pending:
+		c.c[OutNeighPending].Add(1)
+		w.recycle(d)
+		return
+	case neigh.Unreachable:
+		c.c[OutUnreachable].Add(1)
+		w.recycle(d)
+		return
+	}
+	li, ok := w.linkIdx[hop.LinkIndex]
+	if !ok || w.socks[li] == nil {
+		c.c[OutUnreachable].Add(1)
+		w.recycle(d)
+		return
+	}
+	if hop.MTU > 0 && n+overhead > hop.MTU {
+		w.tooBig(pkt, hop.MTU-overhead)
+		w.recycle(d)
+		return
+	}
+	for i := 0; i < nsa; i++ {
+		inLen := n
+		var err error
+		if off, n, err = sas[i].Transform().Encrypt(fr, off, n); err != nil {
+			c.c[OutEncryptError].Add(1)
+			w.recycle(d)
+			return
+		}
+		sas[i].Count(w.q, ipsec.VerdictOK, inLen)
+	}
+	if nsa > 0 {
+		c.c[OutProtected].Add(1)
+	} else {
+		c.c[OutBypass].Add(1)
+	}
+	copy(fr[off-ethLen:off], hop.Header[:])
+	base := d.Addr &^ uint64(len(fr)-1)
+	out := afxdp.Desc{Addr: base + uint64(off-ethLen), Len: uint32(n + ethLen)}
+	if li != w.primary {
+		// Another link: copy into one of its frames (multi-link hosts only).
+		o := w.socks[li]
+		var nd [1]afxdp.Desc
+		if o.Alloc(nd[:]) == 0 {
+			c.c[OutTxDropped].Add(1)
+			w.recycle(d)
+			return
+		}
+		dst := o.Packet(afxdp.Desc{Addr: nd[0].Addr, Len: out.Len})
+		copy(dst, fr[off-ethLen:off+n])
+		nd[0].Len = out.Len
+		out = nd[0]
+		w.recycle(d)
+	}
+	w.tx[li] = append(w.tx[li], out)
+	if len(w.tx[li]) == cap(w.tx[li]) {
+		w.transmit(li, w.socks[li])
+	}
+}
+
+// tooBig answers a packet that does not fit the tunnel with an ICMP error
+// written back into the TUN (RFC 4301 §8.2 via engine/pmtu).
+func (w *worker) tooBig(pkt []byte, mtu int) {
+	if dfClear(pkt) {
+		w.ctr.c[OutTooBigDropped].Add(1)
+		return
+	}
+	n, err := pmtu.TooBig(w.icmp, pkt, mtu, netip.Addr{})
+	if err != nil {
+		w.ctr.c[OutTooBigDropped].Add(1)
+		return
+	}
+	w.icmpVec[0] = w.icmp[:n]
+	if k, _ := w.e.dev.Queue(w.q).Write(w.icmpVec); k == 1 {
+		w.ctr.c[OutTooBig].Add(1)
+	} else {
+		w.ctr.c[OutTooBigDropped].Add(1)
+	}
+}
