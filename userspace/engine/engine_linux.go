@@ -810,10 +810,10 @@ func (e *Engine) Reload(sas []*sad.SASpec, policies []*sad.PolicySpec) (ReloadSu
 
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
-	Uptime   string `json:"uptime"`
-	Workers  int    `json:"workers"`
-	AFXDP    string `json:"afxdp_mode"`
-	TUN      string `json:"tun"`
+	Uptime   string            `json:"uptime"`
+	Workers  int               `json:"workers"`
+	AFXDP    string            `json:"afxdp_mode"`
+	TUN      string            `json:"tun"`
 	Counters map[string]uint64 `json:"counters"`
 	// InVerdicts counts inbound packets by ipsec.Verdict name.
 	InVerdicts map[string]uint64 `json:"in_verdicts"`
