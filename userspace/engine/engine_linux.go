@@ -15,11 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/capabilities"
+	"github.com/xdpsec/xdpsec/capabilities/probe"
 	"github.com/xdpsec/xdpsec/loader"
 	"github.com/xdpsec/xdpsec/userspace/afxdp"
 	"github.com/xdpsec/xdpsec/userspace/engine/neigh"
 	"github.com/xdpsec/xdpsec/userspace/engine/tun"
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
+	"github.com/xdpsec/xdpsec/userspace/replay"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
 
@@ -103,6 +105,7 @@ type Engine struct {
 	wg       sync.WaitGroup
 	done     chan struct{}
 	sub      *capabilities.Subscription
+	hub      *capabilities.Hub
 
 	mu      sync.Mutex // serialises writers and Stop
 	stopped bool
@@ -122,6 +125,7 @@ type engineLink struct {
 	queues  int
 	dp      *loader.Datapath
 	xdpConf loader.Config
+	mode    string // XDP attach mode, read at Start (Status looks the link up by name in the caller's namespace)
 }
 
 // Start attaches the datapath to every link, creates the TUN, opens one
@@ -169,6 +173,10 @@ func Start(cfg Config) (_ *Engine, err error) {
 			return nil, fmt.Errorf("attach xdp to %s: %w", name, err)
 		}
 		el.dp = dp
+		el.mode = "unknown"
+		if st, err := dp.Status(); err == nil {
+			el.mode = st.Mode.String()
+		}
 		e.links = append(e.links, el)
 	}
 	// One socket per rx queue in use. Netlink reports the queues allocated
@@ -197,6 +205,13 @@ func Start(cfg Config) (_ *Engine, err error) {
 	}
 	if queues > tun.MaxQueues {
 		return nil, fmt.Errorf("%w: %d queues: at most %d", ErrConfig, queues, tun.MaxQueues)
+	}
+	e.hub = cfg.Capabilities
+	if e.hub == nil {
+		if e.hub, err = e.probeCapabilities(queues, socks); err != nil {
+			e.log.Warn("capabilities probe failed: steering every IPsec class", "err", err)
+			e.hub = nil
+		}
 	}
 	if err := e.applyXDPConfig(); err != nil {
 		return nil, err
@@ -254,13 +269,14 @@ func Start(cfg Config) (_ *Engine, err error) {
 	for _, a := range e.sad.List() {
 		e.warmNeighbour(a)
 	}
+	e.awaitNeighbours(time.Second)
 	e.started = time.Now()
 	for _, w := range e.workers {
 		e.wg.Add(1)
 		go w.run()
 	}
-	if cfg.Capabilities != nil {
-		e.sub = cfg.Capabilities.Subscribe(4)
+	if e.hub != nil {
+		e.sub = e.hub.Subscribe(4)
 	}
 	e.wg.Add(1)
 	go e.housekeeping()
@@ -268,6 +284,31 @@ func Start(cfg Config) (_ *Engine, err error) {
 		"afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
 	return e, nil
 }
+
+// probeCapabilities builds the capabilities state from the first link's
+// datapath and what this engine handles.
+func (e *Engine) probeCapabilities(queues int, socks [][]*afxdp.Socket) (*capabilities.Hub, error) {
+	mode := capabilities.AFXDPCopy
+	if len(socks[0]) > 0 && socks[0][0].Info().Mode == afxdp.BindZeroCopy {
+		mode = capabilities.AFXDPZeroCopy
+	}
+	in, err := probe.DatapathInputs(e.links[0].dp, &capabilities.Engine{
+		Send: true, Receive: true, Transport: true, Tunnel: true, AhEspCombined: true, ESN: true,
+		MaxReplayWindow: replay.MaxSize, Queues: queues, AFXDPMode: mode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := capabilities.Probe(in)
+	if err != nil {
+		return nil, err
+	}
+	return capabilities.NewHub(st), nil
+}
+
+// Capabilities returns the hub the engine obeys (nil when probing failed
+// and none was given): serve it on the control socket.
+func (e *Engine) Capabilities() *capabilities.Hub { return e.hub }
 
 // openSocket opens an AF_XDP socket, retrying while the kernel still
 // releases the queue from a socket closed just before (EBUSY).
@@ -301,9 +342,8 @@ func (e *Engine) afxdpMode() string {
 // current view when a hub is given, else every class on.
 func (e *Engine) applyXDPConfig() error {
 	c := loader.DefaultConfig()
-	if e.cfg.Capabilities != nil {
-		x := e.cfg.Capabilities.State().Current().XDPConfig()
-		c = loader.Config{ESP: x.ESP, AH: x.AH, UDPESP: x.UDPESP, IPv4: x.IPv4, IPv6: x.IPv6}
+	if e.hub != nil {
+		c = probe.LoaderConfig(e.hub.State().Current(), nil)
 	}
 	for _, el := range e.links {
 		if err := el.dp.SetConfig(c); err != nil {
@@ -460,8 +500,8 @@ func (e *Engine) teardown(failOpen bool) error {
 	if e.nl != nil {
 		e.nl.Close()
 	}
-	if e.cfg.Capabilities != nil && !failOpen {
-		e.cfg.Capabilities.EngineStopped("engine stopped")
+	if e.hub != nil {
+		e.hub.EngineStopped("engine stopped")
 	}
 	e.log.Info("engine stopped", "fail-open", failOpen)
 	return errors.Join(errs...)
@@ -563,10 +603,34 @@ func (e *Engine) warmNeighbour(a *sad.Association) {
 	}
 }
 
+// awaitNeighbours waits, at most d, until the next hops of the outbound
+// tunnel SAs are resolved (or known unreachable), so that the first packets
+// after Start are not dropped as neigh-pending.
+func (e *Engine) awaitNeighbours(d time.Duration) {
+	locals := e.localAddrs()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		pending := false
+		for _, a := range e.sad.List() {
+			s := a.Spec()
+			if s.Mode != ipsec.ModeTunnel || locals[s.Dst.Unmap()] {
+				continue
+			}
+			if _, st := e.nr.Lookup(s.Dst.Unmap()); st == neigh.Pending {
+				pending = true
+			}
+		}
+		if !pending {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // checkAllowed asks the capabilities, when configured, whether spec fits
 // the current offload view.
 func (e *Engine) checkAllowed(spec *sad.SASpec, in bool) error {
-	if e.cfg.Capabilities == nil {
+	if e.hub == nil {
 		return nil
 	}
 	p := spec.Params()
@@ -574,7 +638,7 @@ func (e *Engine) checkAllowed(spec *sad.SASpec, in bool) error {
 	if in {
 		dir = capabilities.SAInbound
 	}
-	if err := e.cfg.Capabilities.State().Allows(&p, dir); err != nil {
+	if err := e.hub.State().Allows(&p, dir); err != nil {
 		return fmt.Errorf("SA %s: %w", spec.Key(), err)
 	}
 	return nil
@@ -892,11 +956,7 @@ func (e *Engine) Stats() (Stats, error) {
 	xdp := map[sad.SAKey]uint64{}
 	for _, el := range e.links {
 		ls := LinkStats{Name: el.name, Ifindex: el.index, Reasons: map[string]uint64{}}
-		if s, err := el.dp.Status(); err == nil {
-			ls.XDPMode = s.Mode.String()
-		} else {
-			ls.XDPMode = "unknown: " + err.Error()
-		}
+		ls.XDPMode = el.mode
 		if ctr, err := el.dp.Counters(); err == nil {
 			for r, n := range ctr {
 				ls.Reasons[loader.ReasonName(loader.Reason(r))] = n

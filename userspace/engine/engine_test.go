@@ -115,6 +115,7 @@ func TestTunnelPingBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb, _ := eb.Stats()
+	t.Logf("A: xdp %s, counters %v, verdicts %v", sa.Links[0].XDPMode, sa.Counters, sa.InVerdicts)
 	for _, st := range []Stats{sa, sb} {
 		ok := st.InVerdicts[ipsec.VerdictOK.String()]
 		if ok < 6 || st.Counters[CounterName(InDelivered)] != ok {
