@@ -181,6 +181,9 @@ func runAttach(args []string, stdout io.Writer) error {
 	}
 	d, err := loader.Attach(a.link.ifname, mode, opts)
 	if err != nil {
+		if errors.Is(err, loader.ErrForeignProgram) {
+			err = fmt.Errorf("%w (--force replaces it)", err)
+		}
 		return explainBPFError(err)
 	}
 	undo := func(err error) error {
@@ -336,8 +339,9 @@ func effectiveCaps() (uint64, bool) {
 }
 
 // missingCaps names the capabilities loading and attaching an XDP program
-// needs that this process lacks: CAP_BPF (or the older CAP_SYS_ADMIN) and
-// CAP_NET_ADMIN (XDP is a networking program type).
+// needs that this process lacks: CAP_BPF and CAP_NET_ADMIN (XDP is a
+// networking program type), either of which CAP_SYS_ADMIN stands in for,
+// as the kernel's bpf_capable() and bpf_net_capable() check.
 func missingCaps() []string {
 	eff, ok := effectiveCaps()
 	if !ok {
@@ -348,7 +352,7 @@ func missingCaps() []string {
 	if !has(capBPF) && !has(capSysAdmin) {
 		miss = append(miss, "CAP_BPF")
 	}
-	if !has(capNetAdmin) {
+	if !has(capNetAdmin) && !has(capSysAdmin) {
 		miss = append(miss, "CAP_NET_ADMIN")
 	}
 	return miss

@@ -20,12 +20,6 @@ Run it with Debian's /usr/bin/python3 (scapy 2.5).
 import json
 import sys
 
-from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6,
-                       IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, Raw, sendp,
-                       wrpcap)
-from scapy.layers.inet6 import ICMPv6EchoRequest
-from scapy.layers.ipsec import AH, ESP
-
 RX4, TX4 = "192.0.2.1", "192.0.2.2"
 RX6, TX6 = "2001:db8::1", "2001:db8::2"
 NATT_EXTRA = 4501  # the receiver is attached with --nat-t-port 4501
@@ -41,12 +35,17 @@ SAS = [
 PAYLOAD = bytes(range(48))  # stands in for IV, ciphertext and ICV
 
 
-def esp(spi, seq=1):
-    return ESP(spi=spi, seq=seq, data=PAYLOAD)
-
-
 def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     """Return [(frame, verdict, reason, spi or None)]."""
+    # Imported here: scapy takes a second or two to load, `sas` needs none.
+    from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether,
+                           IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, Raw)
+    from scapy.layers.inet6 import ICMPv6EchoRequest
+    from scapy.layers.ipsec import AH, ESP
+
+    def esp(spi, seq=1):
+        return ESP(spi=spi, seq=seq, data=PAYLOAD)
+
     eth = Ether(src=src_mac, dst=dst_mac)
     v4 = IP(src=TX4, dst=RX4)
     v6 = IPv6(src=TX6, dst=RX6)
@@ -120,6 +119,7 @@ def main(argv):
         print("\n".join(SAS))
         return 0
     if len(argv) == 3 and argv[0] == "pcap":
+        from scapy.all import wrpcap
         pkts = packets()
         wrpcap(argv[1], [p[0] for p in pkts])
         with open(argv[2], "w") as f:
@@ -129,6 +129,7 @@ def main(argv):
     if len(argv) in (3, 4) and argv[0] == "send":
         iface, dst_mac = argv[1], argv[2]
         n = int(argv[3]) if len(argv) == 4 else 1
+        from scapy.all import sendp
         src_mac = open(f"/sys/class/net/{iface}/address").read().strip()
         pkts = packets(src_mac, dst_mac)
         sendp([p[0] for p in pkts] * n, iface=iface, verbose=False)
