@@ -215,15 +215,15 @@ func runAttach(args []string, stdout io.Writer) error {
 	}
 	d.Close()
 
-	how := "attached"
+	how := "attached on " + st.Interface
 	if !fresh {
-		how = "already attached; reused"
+		how = "already attached on " + st.Interface + " (reused)"
 	}
 	via := "netlink"
 	if st.LinkID != 0 {
 		via = fmt.Sprintf("bpf_link %d", st.LinkID)
 	}
-	fmt.Fprintf(stdout, "xdpsec %s on %s: %s mode, program %d (%s), pinned at %s\n", how, st.Interface, st.Mode, st.ProgramID, via, st.PinPath)
+	fmt.Fprintf(stdout, "xdpsec %s: %s mode, program %d (%s), pinned at %s\n", how, st.Mode, st.ProgramID, via, st.PinPath)
 	if len(sas) > 0 {
 		fmt.Fprintf(stdout, "SAs programmed: %d (the SA map holds %d)\n", len(sas), st.SAs)
 	}
