@@ -269,7 +269,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 	for _, a := range e.sad.List() {
 		e.warmNeighbour(a)
 	}
-	e.awaitNeighbours(time.Second)
+	e.awaitNeighbours(3 * time.Second)
 	e.started = time.Now()
 	for _, w := range e.workers {
 		e.wg.Add(1)

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/xdpsec/xdpsec/capabilities"
+	"github.com/xdpsec/xdpsec/internal/control"
+	"github.com/xdpsec/xdpsec/userspace/engine"
+	"github.com/xdpsec/xdpsec/userspace/sad"
+)
+
+// Control socket ops the daemon serves besides the capabilities' caps.*.
+const (
+	opSAAdd      = "sa.add"
+	opSAUpdate   = "sa.update"
+	opSADel      = "sa.del"
+	opSAGet      = "sa.get"
+	opSAList     = "sa.list"
+	opPolicyAdd  = "policy.add"
+	opPolicyDel  = "policy.del"
+	opPolicyList = "policy.list"
+	opStats      = "stats"
+	opReload     = "reload"
+)
+
+// wordsArgs carries a spec as words, as the command line gave them.
+type wordsArgs struct {
+	Words []string `json:"words"`
+}
+
+// policyInfo is one policy as policy.list returns it.
+type policyInfo struct {
+	Action string `json:"action"`
+	Spec   string `json:"spec"`
+}
+
+func init() {
+	register(&command{
+		name:    "run",
+		summary: "run the IPsec engine (the daemon) with a config file",
+		usage: `Usage: xdpsec run --config FILE [--socket PATH]
+
+Attaches the XDP datapath to the config's links, creates the TUN with its
+addresses and the routes of the outbound policies, starts one worker per
+queue and serves the control socket (xdpsec sa|policy|stats|caps talk to it).
+SIGTERM or SIGINT stops and removes everything it created (the XDP program
+stays pinned with 'fail-open'); SIGHUP reloads the SAs and policies of the
+config: unchanged SAs keep flowing, changed ones keep their sequence numbers
+and replay window. The config format is in examples/README.md.
+
+Example:
+  xdpsec run --config examples/tunnel-a.conf`,
+		run: runDaemon,
+	})
+	flagSets["run"] = func() *flag.FlagSet { fs, _, _ := runFlags(); return fs }
+}
+
+func runFlags() (*flag.FlagSet, *string, *string) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg := fs.String("config", "", "the config file (SAs, policies, links; see examples/README.md)")
+	socket := fs.String("socket", "", "the control socket (default: the config's `control` line, else "+control.DefaultPath+")")
+	return fs, cfg, socket
+}
+
+func runDaemon(args []string, stdout io.Writer) error {
+	fs, cfgPath, socket := runFlags()
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (give the config with --config FILE)", pos[0])
+	}
+	if *cfgPath == "" {
+		return usagef("--config FILE is required")
+	}
+	fc, err := engine.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (XDP, AF_XDP, TUN and the control socket): run it with sudo")
+	}
+	path := *socket
+	if path == "" {
+		path = fc.Control
+	}
+	if path == "" {
+		path = control.DefaultPath
+	}
+	srv, err := control.Listen(path)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer srv.Close()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	fc.Logger = log
+	// Signals are caught before Start, so a SIGTERM during start-up still
+	// stops cleanly.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	e, err := engine.Start(fc.Config)
+	if err != nil {
+		return err
+	}
+	defer e.Stop()
+	reload := func() (engine.ReloadSummary, error) {
+		nc, err := engine.LoadConfig(*cfgPath)
+		if err != nil {
+			return engine.ReloadSummary{}, err
+		}
+		return e.Reload(nc.SAs, nc.Policies)
+	}
+	serveEngine(srv, e, reload)
+	if h := e.Capabilities(); h != nil {
+		capabilities.ServeControl(srv, h)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	fmt.Fprintf(stdout, "xdpsec: running on %v, control socket %s\n", fc.Links, path)
+
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("control socket stopped: %w", err)
+		case s := <-sigs:
+			if s != syscall.SIGHUP {
+				log.Info("stopping", "signal", s.String())
+				srv.Close()
+				<-served
+				return e.Stop()
+			}
+			sum, err := reload()
+			if err != nil {
+				log.Error("reload "+*cfgPath, "err", err)
+				continue
+			}
+			log.Info("reloaded "+*cfgPath, "summary", fmt.Sprintf("%+v", sum))
+		}
+	}
+}
+
+// serveEngine registers the engine's ops on the control socket.
+func serveEngine(srv *control.Server, e *engine.Engine, reload func() (engine.ReloadSummary, error)) {
+	words := func(args json.RawMessage) ([]string, error) {
+		var a wordsArgs
+		if err := json.Unmarshal(args, &a); err != nil || len(a.Words) == 0 {
+			return nil, errors.New(`want {"words":[...]}: the spec as words`)
+		}
+		return a.Words, nil
+	}
+	saKey := func(args json.RawMessage) (sad.SAKey, error) {
+		w, err := words(args)
+		if err != nil {
+			return sad.SAKey{}, err
+		}
+		s, err := sad.ParseSAForLookup(w)
+		if err != nil {
+			return sad.SAKey{}, err
+		}
+		return s.Key(), nil
+	}
+	saSpec := func(args json.RawMessage) (*sad.SASpec, error) {
+		w, err := words(args)
+		if err != nil {
+			return nil, err
+		}
+		return sad.ParseSA(w)
+	}
+	polSpec := func(args json.RawMessage) (*sad.PolicySpec, error) {
+		w, err := words(args)
+		if err != nil {
+			return nil, err
+		}
+		return sad.ParsePolicy(w)
+	}
+	srv.Handle(opSAAdd, func(_ context.Context, args json.RawMessage) (any, error) {
+		s, err := saSpec(args)
+		if err != nil {
+			return nil, err
+		}
+		return s.Key().String(), e.AddSA(s)
+	})
+	srv.Handle(opSAUpdate, func(_ context.Context, args json.RawMessage) (any, error) {
+		s, err := saSpec(args)
+		if err != nil {
+			return nil, err
+		}
+		return s.Key().String(), e.UpdateSA(s)
+	})
+	srv.Handle(opSADel, func(_ context.Context, args json.RawMessage) (any, error) {
+		k, err := saKey(args)
+		if err != nil {
+			return nil, err
+		}
+		return k.String(), e.DeleteSA(k)
+	})
+	srv.Handle(opSAList, func(context.Context, json.RawMessage) (any, error) {
+		st, err := e.Stats()
+		if err != nil {
+			return nil, err
+		}
+		return st.SAs, nil
+	})
+	srv.Handle(opSAGet, func(_ context.Context, args json.RawMessage) (any, error) {
+		k, err := saKey(args)
+		if err != nil {
+			return nil, err
+		}
+		st, err := e.Stats()
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range st.SAs {
+			if s.Key == k.String() {
+				return s, nil
+			}
+		}
+		return nil, fmt.Errorf("SA %s: %w (see xdpsec sa list)", k, sad.ErrNotFound)
+	})
+	srv.Handle(opPolicyAdd, func(_ context.Context, args json.RawMessage) (any, error) {
+		p, err := polSpec(args)
+		if err != nil {
+			return nil, err
+		}
+		return p.String(), e.AddPolicy(p)
+	})
+	srv.Handle(opPolicyDel, func(_ context.Context, args json.RawMessage) (any, error) {
+		p, err := polSpec(args)
+		if err != nil {
+			return nil, err
+		}
+		return p.String(), e.DeletePolicy(p)
+	})
+	srv.Handle(opPolicyList, func(context.Context, json.RawMessage) (any, error) {
+		out := []policyInfo{}
+		for _, p := range e.SPD().List() {
+			out = append(out, policyInfo{Action: p.Action().String(), Spec: p.Spec().String()})
+		}
+		return out, nil
+	})
+	srv.Handle(opStats, func(context.Context, json.RawMessage) (any, error) {
+		return e.Stats()
+	})
+	srv.Handle(opReload, func(context.Context, json.RawMessage) (any, error) {
+		return reload()
+	})
+}

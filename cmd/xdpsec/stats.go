@@ -1,0 +1,89 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/xdpsec/xdpsec/userspace/engine"
+)
+
+func init() {
+	register(&command{
+		name:    "stats",
+		summary: "print the daemon's counters: per reason, per verdict, per SA",
+		usage: `Usage: xdpsec stats [-j] [--socket PATH]
+
+Prints the engine's counters (inbound and outbound, per reason), the
+inbound verdicts, the XDP program's reason counters per link, and each SA's
+packets and bytes. Counters that are zero are left out of the text form;
+-j prints everything as one JSON document.
+
+Examples:
+  xdpsec stats
+  xdpsec stats -j`,
+		run: runStats,
+	})
+	flagSets["stats"] = func() *flag.FlagSet { fs, _, _ := clientFlags("stats"); return fs }
+}
+
+func runStats(args []string, stdout io.Writer) error {
+	fs, socket, asJSON := clientFlags("stats")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("stats takes no arguments, got %q", pos[0])
+	}
+	var st engine.Stats
+	if err := callDaemon(*socket, opStats, nil, &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, st)
+	}
+	fmt.Fprintf(stdout, "engine: %d worker(s), AF_XDP %s, tun %s, up %s, %d policies\n", st.Workers, st.AFXDP, st.TUN, st.Uptime, st.Policies)
+	for _, l := range st.Links {
+		fmt.Fprintf(stdout, "link %s (xdp %s):", l.Name, l.XDPMode)
+		printNonZero(stdout, l.Reasons)
+	}
+	fmt.Fprint(stdout, "engine:")
+	printNonZero(stdout, st.Counters)
+	fmt.Fprint(stdout, "inbound verdicts:")
+	printNonZero(stdout, st.InVerdicts)
+	fmt.Fprintf(stdout, "tun: rx %d pkts %d bytes, tx %d pkts %d bytes, rejected %d, truncated %d\n",
+		st.TUNQueues.RxPackets, st.TUNQueues.RxBytes, st.TUNQueues.TxPackets, st.TUNQueues.TxBytes,
+		st.TUNQueues.TxRejected, st.TUNQueues.RxTruncated)
+	for _, s := range st.Sockets {
+		fmt.Fprintf(stdout, "xsk %s/%d: rx %d tx %d rx-dropped %d rx-ring-full %d fill-empty %d\n",
+			s.Link, s.Queue, s.RxPackets, s.TxPackets, s.RxDropped, s.RxRingFull, s.FillEmpty)
+	}
+	fmt.Fprintln(stdout, "SAs:")
+	printSAs(stdout, st.SAs)
+	return nil
+}
+
+func printNonZero(w io.Writer, m map[string]uint64) {
+	n := 0
+	for _, k := range sortedKeys(m) {
+		if m[k] != 0 {
+			fmt.Fprintf(w, " %s %d", k, m[k])
+			n++
+		}
+	}
+	if n == 0 {
+		fmt.Fprint(w, " (all zero)")
+	}
+	fmt.Fprintln(w)
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
