@@ -25,6 +25,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
 )
@@ -639,4 +642,57 @@ char _license[] __attribute__((section("license"), used)) = "GPL";
 		t.Fatalf("clang: %v: %s", err, out)
 	}
 	return obj
+}
+
+// TestNoBPFChild is the helper of TestKernelWithoutBPF: it makes the bpf(2)
+// system call fail with ENOSYS, as on a kernel built without
+// CONFIG_BPF_SYSCALL, and becomes xdpsec.
+func TestNoBPFChild(t *testing.T) {
+	args := os.Getenv("XDPSEC_NOBPF_ARGS")
+	if args == "" {
+		t.Skip("helper for TestKernelWithoutBPF")
+	}
+	runtime.LockOSThread() // the filter and the exec belong to this thread
+	filter := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_BPF, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Println("no_new_privs:", err)
+		os.Exit(3)
+	}
+	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
+		fmt.Println("seccomp:", err)
+		os.Exit(3)
+	}
+	argv := append([]string{os.Getenv("XDPSEC_NOBPF_BIN")}, strings.Split(args, "\x1f")...)
+	err := unix.Exec(argv[0], argv, os.Environ())
+	fmt.Println("exec:", err)
+	os.Exit(3)
+}
+
+func TestKernelWithoutBPF(t *testing.T) {
+	testutil.RequireRoot(t)
+	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+		t.Skip("seccomp filter written for amd64/arm64 syscall numbers")
+	}
+	p := newPair(t)
+	py := script(t)
+	pcapPath, _ := makePcap(t, py)
+	for _, args := range [][]string{
+		{"attach", "--link", p.IfA},
+		{"classify", "--pcap", pcapPath},
+	} {
+		cmd := exec.Command("nsenter", "--net=/run/netns/"+p.A.Name, os.Args[0], "-test.run=^TestNoBPFChild$")
+		cmd.Env = append(os.Environ(), "XDPSEC_NOBPF_ARGS="+strings.Join(args, "\x1f"), "XDPSEC_NOBPF_BIN="+xdpsecBin)
+		r := run(t, cmd)
+		if r.code == 3 {
+			t.Fatalf("helper failed: %s", r)
+		}
+		oneLineError(t, r, 1, "kernel lacks the needed BPF support")
+		assertDetached(t, p.A, p.IfA)
+	}
 }
