@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -170,5 +171,74 @@ func checkGoroutines(t *testing.T, before int) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<16)
 		t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestLoadConfigRefusesReadableKeys(t *testing.T) {
+	dir := t.TempDir()
+	sa := "ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 mode tunnel aead 'rfc4106(gcm(aes))' " + keyAB + " 128\n"
+	inline := filepath.Join(dir, "inline.conf")
+	os.WriteFile(inline, []byte("link xa0\n"+sa), 0o644)
+	keys := filepath.Join(dir, "k.keys")
+	os.WriteFile(keys, []byte(sa), 0o640)
+	split := filepath.Join(dir, "split.conf")
+	os.WriteFile(split, []byte("link xa0\nkeys k.keys\n"), 0o644)
+	for _, path := range []string{inline, split} {
+		_, err := LoadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600") || !errors.Is(err, ErrKeyFileMode) {
+			t.Errorf("LoadConfig(%s) = %v, want ErrKeyFileMode saying chmod 600", filepath.Base(path), err)
+		}
+		if err != nil && strings.Contains(err.Error(), "0102030405") {
+			t.Errorf("error shows key bytes: %v", err)
+		}
+	}
+	os.Chmod(keys, 0o600)
+	fc, err := LoadConfig(split)
+	if err != nil || len(fc.SAs) != 1 || fc.Links[0] != "xa0" {
+		t.Fatalf("LoadConfig with a 600 key file: %+v, %v", fc, err)
+	}
+	// A policy-only config may be world-readable.
+	os.WriteFile(inline, []byte("link xa0\ntun t0\naddress 198.51.100.1/32\nfail-open\n"), 0o644)
+	if fc, err = LoadConfig(inline); err != nil || fc.TUN != "t0" || !fc.FailOpen {
+		t.Fatalf("LoadConfig without keys: %+v, %v", fc, err)
+	}
+	for _, bad := range []string{"link\n", "link xa0\nmtu 10\n", "link xa0\nfrobnicate\n", "link xa0\naddress 1.2.3\n", "tun x\n"} {
+		os.WriteFile(inline, []byte(bad), 0o600)
+		if _, err := LoadConfig(inline); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("LoadConfig(%q) = %v, want one-line error", bad, err)
+		}
+	}
+}
+
+func TestParseFlow(t *testing.T) {
+	// IPv4 UDP 192.0.2.1:1234 -> 198.51.100.2:4789.
+	v4 := []byte{0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2, 0x04, 0xd2, 0x12, 0xb5, 0, 8, 0, 0}
+	var f flow
+	if !parseFlow(v4, &f) || f.proto != 17 || f.sport != 1234 || f.dport != 4789 || f.src.String() != "192.0.2.1" || f.dst.String() != "198.51.100.2" {
+		t.Errorf("v4 UDP: %+v", f)
+	}
+	if dfClear(v4) {
+		t.Error("DF set, dfClear says clear")
+	}
+	// Non-first fragment: no ports.
+	frag := append([]byte(nil), v4...)
+	frag[6], frag[7] = 0, 10
+	if !parseFlow(frag, &f) || f.sport != 0 || f.dport != 0 {
+		t.Errorf("v4 fragment: %+v", f)
+	}
+	// IPv6 ICMPv6 echo request behind a destination-options header.
+	v6 := make([]byte, 40+8+8)
+	v6[0], v6[6] = 0x60, 60
+	copy(v6[8:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	copy(v6[24:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	v6[40] = 58 // next header ICMPv6, length 0 (8 bytes)
+	v6[48] = 128
+	if !parseFlow(v6, &f) || f.proto != 58 || f.sport != 128 || f.dport != 0 || f.dst.String() != "2001:db8:b::1" {
+		t.Errorf("v6 ICMPv6: %+v", f)
+	}
+	for _, bad := range [][]byte{nil, {0x45}, {0x4f, 0, 0, 20}, make([]byte, 39), {0x70}} {
+		if parseFlow(bad, &f) {
+			t.Errorf("parseFlow(%x) accepted", bad)
+		}
 	}
 }
