@@ -20,7 +20,7 @@ func (sa *SA) ahEncrypt(s *scratch, b []byte, off, n int, in *inner, seq uint64)
 		if in.v6 {
 			nh = protoIPv6
 		}
-		sa.writeOuter(b[start:], total, protoAH, b[off:], seq)
+		sa.writeOuter(b[start:], total, innerTOS(b[off:]), seq)
 	} else {
 		start = off - sa.ahLen
 		copy(b[start:], b[off:off+in.l3Len])
@@ -41,8 +41,8 @@ func (sa *SA) ahEncrypt(s *scratch, b []byte, off, n int, in *inner, seq uint64)
 }
 
 // ahDecrypt verifies and removes AH from the packet at frame[off:], parsed
-// into o.
-func (sa *SA) ahDecrypt(frame []byte, off int, o *Outer) Result {
+// into o, filling r.
+func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result) {
 	ah, end := off+o.Off, off+o.Len
 	ahLen := (int(frame[ah+1]) + 2) * 4
 	align := 4
@@ -50,23 +50,31 @@ func (sa *SA) ahDecrypt(frame []byte, off int, o *Outer) Result {
 		align = 8
 	}
 	if ahLen < 12+sa.icvLen || ahLen%align != 0 || ah+ahLen > end {
-		return Result{Verdict: VerdictMalformed}
+		r.Verdict = VerdictMalformed
+		return
 	}
 	seq, err := sa.win.Check(o.Seq)
-	if r, bad := replayVerdict(err, seq); bad {
-		return r
+	if err != nil {
+		replayVerdict(err, seq, r)
+		return
 	}
-	s := sa.getScratch()
+	s := sa.scratchFor(sc)
+	if s == nil {
+		s = sa.getScratch()
+		defer sa.putScratch(s)
+	}
 	ok := sa.ahICV(s, frame[off:end], o.Off, ahLen, seq) &&
 		subtle.ConstantTimeCompare(s.sum[:sa.icvLen], frame[ah+12:ah+12+sa.icvLen]) == 1
-	sa.putScratch(s)
+	r.Seq = seq
 	if !ok {
-		return Result{Verdict: VerdictBadICV, Seq: seq}
+		r.Verdict = VerdictBadICV
+		return
 	}
-	if r, bad := replayVerdict(sa.win.Accept(seq), seq); bad {
-		return r
+	if err := sa.win.Accept(seq); err != nil {
+		replayVerdict(err, seq, r)
+		return
 	}
-	return sa.decapsulate(frame, off, o, ah+ahLen, end, frame[ah], seq)
+	sa.decapsulate(frame, off, o, ah+ahLen, end, frame[ah], r)
 }
 
 // ahICV computes AH's ICV over the packet p whose AH header of ahLen bytes

@@ -48,23 +48,28 @@ func benchPair(b *testing.B, bytes int, ours, raw func()) {
 type benchAlg struct {
 	name string
 	p    SAParams
-	// rawSeal/rawOpen do the bare crypto of one ESP payload of n bytes
-	// (payload+trailer already aligned) in buf, as the SA would.
-	raw func(b *testing.B) (seal, open func(buf []byte, n int))
+	// raw returns seal and open doing the bare crypto of one ESP packet as
+	// the SA does it, on buf: the n-byte payload (plaintext plus trailer,
+	// already aligned) at buf[pre:], the pre bytes before it (ESP header
+	// and IV) authenticated where the algorithm authenticates them, the
+	// ICV after it. Same AAD/MAC input lengths, same in-place Seal/Open.
+	raw func(b *testing.B) (pre int, seal, open func(buf []byte, n int))
 }
 
 func benchAlgs() []benchAlg {
 	gcmKey, chachaKey := key(20, 1), key(36, 1)
 	cbcKey, macKey := key(16, 2), key(32, 3)
 	base := SAParams{Proto: ProtoESP, Mode: ModeTunnel, SPI: 0x7007, Src: addr4a, Dst: addr4b}
-	aeadRaw := func(a cipher.AEAD, icv int) func(*testing.B) (func([]byte, int), func([]byte, int)) {
-		return func(b *testing.B) (func([]byte, int), func([]byte, int)) {
+	// RFC 4106 / RFC 7634: AAD is SPI and sequence number (8 bytes), the
+	// IV is not authenticated, payload sealed in place.
+	aeadRaw := func(a cipher.AEAD, icv int) func(*testing.B) (int, func([]byte, int), func([]byte, int)) {
+		return func(b *testing.B) (int, func([]byte, int), func([]byte, int)) {
 			var nonce, aad [12]byte
 			noncep, aadp := nonce[:], aad[:8]
-			return func(buf []byte, n int) {
-					a.Seal(buf[:0], noncep, buf[:n], aadp)
+			return 16, func(buf []byte, n int) {
+					a.Seal(buf[16:16], noncep, buf[16:16+n], aadp)
 				}, func(buf []byte, n int) {
-					if _, err := a.Open(buf[:0], noncep, buf[:n+icv], aadp); err != nil {
+					if _, err := a.Open(buf[16:16], noncep, buf[16:16+n+icv], aadp); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -83,13 +88,14 @@ func benchAlgs() []benchAlg {
 	algs = append(algs, benchAlg{"chacha20poly1305", p, aeadRaw(cc, 16)})
 	p = base
 	p.AEAD = AlgorithmKey{Name: "rfc4543(gcm(aes))", Key: gcmKey, ICVBits: 128}
-	algs = append(algs, benchAlg{"aes128gmac", p, func(b *testing.B) (func([]byte, int), func([]byte, int)) {
+	// RFC 4543: the ESP header, IV and payload are all AAD.
+	algs = append(algs, benchAlg{"aes128gmac", p, func(b *testing.B) (int, func([]byte, int), func([]byte, int)) {
 		var nonce [12]byte
 		noncep := nonce[:]
-		return func(buf []byte, n int) {
-				gcm.Seal(buf[n:n], noncep, nil, buf[:n])
+		return 16, func(buf []byte, n int) {
+				gcm.Seal(buf[16+n:16+n], noncep, nil, buf[:16+n])
 			}, func(buf []byte, n int) {
-				if _, err := gcm.Open(buf[n:n], noncep, buf[n:n+16], buf[:n]); err != nil {
+				if _, err := gcm.Open(buf[16+n:16+n], noncep, buf[16+n:16+n+16], buf[:16+n]); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -97,30 +103,37 @@ func benchAlgs() []benchAlg {
 	p = base
 	p.Enc = AlgorithmKey{Name: "cbc(aes)", Key: cbcKey}
 	p.Auth = AlgorithmKey{Name: "hmac(sha256)", Key: macKey, ICVBits: 128}
-	algs = append(algs, benchAlg{"aes128cbc-hmacsha256", p, func(b *testing.B) (func([]byte, int), func([]byte, int)) {
+	// RFC 4303 with CBC (RFC 3602) and HMAC-SHA-256-128 (RFC 4868): the
+	// ICV covers ESP header, IV and ciphertext.
+	algs = append(algs, benchAlg{"aes128cbc-hmacsha256", p, func(b *testing.B) (int, func([]byte, int), func([]byte, int)) {
 		iv := make([]byte, 16)
 		enc := cipher.NewCBCEncrypter(cbcBlk, iv)
 		dec := cipher.NewCBCDecrypter(cbcBlk, iv)
 		mac := hmac.New(sha256.New, macKey)
 		sum := make([]byte, 0, 32)
-		return func(buf []byte, n int) {
-				enc.(ivSetter).SetIV(iv)
-				enc.CryptBlocks(buf[:n], buf[:n])
+		return 24, func(buf []byte, n int) {
+				enc.(ivSetter).SetIV(buf[8:24])
+				enc.CryptBlocks(buf[24:24+n], buf[24:24+n])
 				mac.Reset()
-				mac.Write(buf[:n])
-				copy(buf[n:], mac.Sum(sum[:0])[:16])
+				mac.Write(buf[:24+n])
+				copy(buf[24+n:], mac.Sum(sum[:0])[:16])
 			}, func(buf []byte, n int) {
 				mac.Reset()
-				mac.Write(buf[:n])
-				if !hmac.Equal(mac.Sum(sum[:0])[:16], buf[n:n+16]) {
+				mac.Write(buf[:24+n])
+				if !hmac.Equal(mac.Sum(sum[:0])[:16], buf[24+n:24+n+16]) {
 					b.Fatal("raw HMAC mismatch")
 				}
-				dec.(ivSetter).SetIV(iv)
-				dec.CryptBlocks(buf[:n], buf[:n])
+				dec.(ivSetter).SetIV(buf[8:24])
+				dec.CryptBlocks(buf[24:24+n], buf[24:24+n])
 			}
 	}})
 	return algs
 }
+
+// benchPaths are the two ways a caller hands the SA per-call memory: the
+// SA's own pool (Encrypt, Decrypt) or a per-worker Scratch (EncryptWith,
+// DecryptWith), which the engine uses.
+var benchPaths = []string{"pool", "scratch"}
 
 // BenchmarkEncrypt: SA.Encrypt of a whole IPv4 packet (tunnel mode: outer
 // header, ESP header, IV, padding, trailer, ICV) against the raw cipher on
@@ -128,60 +141,73 @@ func benchAlgs() []benchAlg {
 func BenchmarkEncrypt(b *testing.B) {
 	for _, a := range benchAlgs() {
 		for _, size := range []int{64, 1400} {
-			b.Run(fmt.Sprintf("%s/%d", a.name, size), func(b *testing.B) {
-				sa := mustSA(b, a.p)
-				pkt := udpPacket(false, size-28)
-				frame := frameWith(pkt)
-				seal, _ := a.raw(b)
-				// Raw payload: the packet plus the trailer, block-aligned.
-				n := (len(pkt) + 2 + sa.blk - 1) / sa.blk * sa.blk
-				rawBuf := make([]byte, n+64)
-				benchPair(b, size, func() {
-					copy(frame[testHead:], pkt)
-					if _, _, err := sa.Encrypt(frame, testHead, len(pkt)); err != nil {
-						b.Fatal(err)
+			for _, path := range benchPaths {
+				b.Run(fmt.Sprintf("%s/%d/%s", a.name, size, path), func(b *testing.B) {
+					sa := mustSA(b, a.p)
+					pkt := udpPacket(false, size-28)
+					frame := frameWith(pkt)
+					pre, seal, _ := a.raw(b)
+					// Raw payload: the packet plus the trailer, block-aligned.
+					n := (len(pkt) + 2 + sa.blk - 1) / sa.blk * sa.blk
+					rawBuf := make([]byte, pre+n+64)
+					var sc *Scratch
+					if path == "scratch" {
+						sc = NewScratch()
 					}
-				}, func() {
-					copy(rawBuf, pkt)
-					seal(rawBuf, n)
+					benchPair(b, size, func() {
+						copy(frame[testHead:], pkt)
+						if _, _, err := sa.EncryptWith(sc, frame, testHead, len(pkt)); err != nil {
+							b.Fatal(err)
+						}
+					}, func() {
+						copy(rawBuf[pre:], pkt)
+						seal(rawBuf, n)
+					})
 				})
-			})
+			}
 		}
 	}
 }
 
 // BenchmarkDecrypt: SA.Decrypt (parse, replay check, verify+decrypt,
-// padding check, decapsulation) against the raw open of the same payload.
+// padding check, decapsulation, lifetimes) against the raw open of the same
+// payload. Both sides copy the whole encrypted packet back each iteration.
 // The SA's replay window is off so that one packet can be replayed b.N
 // times; the window's own cost is in package replay's benchmarks.
 func BenchmarkDecrypt(b *testing.B) {
 	for _, a := range benchAlgs() {
 		for _, size := range []int{64, 1400} {
-			b.Run(fmt.Sprintf("%s/%d", a.name, size), func(b *testing.B) {
-				sa := mustSA(b, a.p)
-				pkt := udpPacket(false, size-28)
-				frame := frameWith(pkt)
-				off, n, err := sa.Encrypt(frame, testHead, len(pkt))
-				if err != nil {
-					b.Fatal(err)
-				}
-				enc := append([]byte(nil), frame[off:off+n]...)
-				seal, open := a.raw(b)
-				rn := (len(pkt) + 2 + sa.blk - 1) / sa.blk * sa.blk
-				rawBuf := make([]byte, rn+64)
-				copy(rawBuf, pkt)
-				seal(rawBuf, rn)
-				rawEnc := append([]byte(nil), rawBuf...)
-				benchPair(b, size, func() {
-					copy(frame[testHead:], enc)
-					if r := sa.Decrypt(frame, testHead, len(enc)); r.Verdict != VerdictOK {
-						b.Fatal(r.Verdict)
+			for _, path := range benchPaths {
+				b.Run(fmt.Sprintf("%s/%d/%s", a.name, size, path), func(b *testing.B) {
+					sa := mustSA(b, a.p)
+					pkt := udpPacket(false, size-28)
+					frame := frameWith(pkt)
+					off, n, err := sa.Encrypt(frame, testHead, len(pkt))
+					if err != nil {
+						b.Fatal(err)
 					}
-				}, func() {
-					copy(rawBuf, rawEnc[:rn+16])
-					open(rawBuf, rn)
+					enc := append([]byte(nil), frame[off:off+n]...)
+					pre, seal, open := a.raw(b)
+					rn := (len(pkt) + 2 + sa.blk - 1) / sa.blk * sa.blk
+					rawBuf := make([]byte, max(pre+rn+16, len(enc)))
+					copy(rawBuf[pre:], pkt)
+					seal(rawBuf, rn)
+					rawEnc := append([]byte(nil), rawBuf...)
+					var sc *Scratch
+					if path == "scratch" {
+						sc = NewScratch()
+					}
+					benchPair(b, size, func() {
+						copy(frame[testHead:], enc)
+						if r := sa.DecryptWith(sc, frame, testHead, len(enc)); r.Verdict != VerdictOK {
+							b.Fatal(r.Verdict)
+						}
+					}, func() {
+						copy(rawBuf, rawEnc[:len(enc)])
+						open(rawBuf, rn)
+					})
 				})
-			})
+			}
 		}
 	}
 }

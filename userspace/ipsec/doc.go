@@ -36,6 +36,19 @@
 // scratch state comes from a per-SA pool. Decrypt takes no lock except the
 // replay window's Accept.
 //
+// # Per-worker scratch (the fast path)
+//
+// A worker goroutine that processes many packets should own one Scratch
+// (NewScratch) and call EncryptWith, DecryptWith and DecryptParsedWith
+// instead of Encrypt, Decrypt and DecryptParsed: same contracts, same
+// results, but the per-call memory comes from the Scratch instead of the
+// SA's sync.Pool, which saves about 8 ns per packet (a sixth of the fixed
+// cost at 64 bytes). One Scratch serves every SA; it must never be used by
+// two goroutines at once. A nil *Scratch is allowed and means the pool.
+// SAs with CBC or HMAC keep keyed per-call state and use their pool either
+// way. A caller that already ran ParseOuter for the SA lookup should use
+// DecryptParsedWith, which skips the second parse.
+//
 // # Sequence numbers
 //
 // Outbound numbers start at SAParams.OutSeq+1 and never wrap: Encrypt fails
