@@ -136,20 +136,23 @@ static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
 	__u32 need;
 	long act;
 
-	if (!sa)
-		return pass(XDPSEC_REASON_NO_STATE);
-	sa->packets += 1;
-	sa->bytes += ip_len;
 	if (xdpsec_record_last) {
 		__u32 zero = 0;
 		struct xdpsec_last *last = bpf_map_lookup_elem(&xdpsec_lastpkt, &zero);
 
 		if (last) {
-			last->matched = 1;
+			last->looked_up = 1;
 			last->key = *key;
-			last->sa_id = sa->sa_id;
+			if (sa) {
+				last->matched = 1;
+				last->sa_id = sa->sa_id;
+			}
 		}
 	}
+	if (!sa)
+		return pass(XDPSEC_REASON_NO_STATE);
+	sa->packets += 1;
+	sa->bytes += ip_len;
 	if (sa->encap_dport != encap_dport)
 		return pass(XDPSEC_REASON_STATE_MISMATCH);
 

@@ -127,6 +127,7 @@ enum xdpsec_feature {
 struct xdpsec_last {
 	__u32 reason; /* enum xdpsec_reason */
 	__u32 matched; /* 1 if an SA was found */
+	__u32 looked_up; /* 1 if an SA lookup ran: key holds the packet's SA key */
 	struct xdpsec_sa_key key;
 	__u32 sa_id;
 };

@@ -55,11 +55,12 @@ const (
 )
 
 type xdpsecXdpsecLast struct {
-	_       structs.HostLayout
-	Reason  uint32
-	Matched uint32
-	Key     xdpsecXdpsecSaKey
-	SaId    uint32
+	_        structs.HostLayout
+	Reason   uint32
+	Matched  uint32
+	LookedUp uint32
+	Key      xdpsecXdpsecSaKey
+	SaId     uint32
 }
 
 type xdpsecXdpsecReason uint32

@@ -13,7 +13,11 @@ import (
 type Result struct {
 	Verdict Verdict
 	Reason  Reason
-	// Matched is true when the SA lookup hit; Key and SAID then name it.
+	// LookedUp is true when the packet was IPsec with a parseable SA key
+	// and the SA map was consulted; Key then holds that key (its SPI is
+	// known even on a miss).
+	LookedUp bool
+	// Matched is true when the SA lookup hit; SAID then names the SA.
 	// A hit can still pass (state-mismatch, disabled-class).
 	Matched bool
 	Key     SAKey
@@ -125,9 +129,12 @@ func (c *Classifier) Classify(frame []byte) (Result, error) {
 	if want := xdpAction(res.Verdict, res.Reason); ret != want {
 		return Result{}, fmt.Errorf("classify: reason %s but XDP action %d", ReasonName(res.Reason), ret)
 	}
+	if last.LookedUp != 0 {
+		res.LookedUp = true
+		res.Key = unmarshalKey(last.Key)
+	}
 	if last.Matched != 0 {
 		res.Matched = true
-		res.Key = unmarshalKey(last.Key)
 		res.SAID = last.SaId
 	}
 	return res, nil

@@ -186,11 +186,13 @@ func refL4(proto byte, seg []byte, dst netip.Addr, t *ReferenceTable) Result {
 func refSteer(k SAKey, classOn bool, encap uint16, t *ReferenceTable) Result {
 	sa, ok := t.lookup(k)
 	if !ok {
-		return result(ReasonNoState)
+		out := result(ReasonNoState)
+		out.LookedUp, out.Key = true, k
+		return out
 	}
 	res := func(r Reason) Result {
 		out := result(r)
-		out.Matched, out.Key, out.SAID = true, k, sa.ID
+		out.LookedUp, out.Matched, out.Key, out.SAID = true, true, k, sa.ID
 		return out
 	}
 	if sa.EncapPort != encap {

@@ -31,7 +31,7 @@ udp-esp, ipv4, ipv6), as the capabilities module would.
 
 --json prints one object per packet:
   {"index":N,"verdict":"steer|pass|drop","reason":"...","spi":"0x..."}
-with spi present when the packet matched an SA. Packets whose link type
+with spi present when the packet carried one (matched or not). Packets whose link type
 carries no IPv4/IPv6 header are not run (a note goes to stderr).
 Needs CAP_BPF and CAP_NET_ADMIN (to load the program), no link.
 
@@ -174,7 +174,7 @@ func runClassify(args []string, stdout io.Writer) error {
 		byVerd[res.Verdict]++
 		byReas[res.Reason]++
 		line := classifyLine{Index: p.Index, Verdict: res.Verdict.String(), Reason: loader.ReasonName(res.Reason)}
-		if res.Matched {
+		if res.LookedUp {
 			line.SPI = fmt.Sprintf("0x%08x", res.Key.SPI)
 		}
 		if a.json {

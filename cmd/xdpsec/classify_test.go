@@ -62,7 +62,7 @@ func TestClassifyJSON(t *testing.T) {
 	sa := "src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x1001"
 	code, out, stderr := runCLI(t, "classify", "--pcap", name, "--sa", sa, "--json")
 	want := `{"index":0,"verdict":"steer","reason":"steer-fallback","spi":"0x00001001"}
-{"index":1,"verdict":"pass","reason":"no-state"}
+{"index":1,"verdict":"pass","reason":"no-state","spi":"0x00002002"}
 {"index":2,"verdict":"drop","reason":"malformed-esp"}
 `
 	if code != 0 || out != want {

@@ -58,7 +58,7 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     # ESP directly over IPv4 (RFC 4303): known SPI, unknown SPI, SPI 0.
     add(eth / v4 / esp(0x1001), *steer, 0x1001)
     add(eth / v4 / esp(0x1001, seq=2), *steer, 0x1001)
-    add(eth / v4 / esp(0x9999), "pass", "no-state")
+    add(eth / v4 / esp(0x9999), "pass", "no-state", 0x9999)
     add(eth / IP(src=TX4, dst=RX4, proto=50) / Raw(bytes(4) + PAYLOAD[:12]), "drop", "malformed-esp")
     # An ESP header cut short: 6 bytes, less than SPI + sequence number.
     pkt = IP(src=TX4, dst=RX4, proto=50) / Raw(b"\x00\x00\x10\x01\x00\x00")
@@ -74,7 +74,7 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
 
     # UDP encapsulation (RFC 3948) on 4500 and on the extra port.
     add(eth / v4 / UDP(sport=4500, dport=4500) / esp(0x2002), *steer, 0x2002)
-    add(eth / v4 / UDP(sport=4500, dport=4500) / esp(0x7777), "pass", "no-state")
+    add(eth / v4 / UDP(sport=4500, dport=4500) / esp(0x7777), "pass", "no-state", 0x7777)
     add(eth / v4 / UDP(sport=NATT_EXTRA, dport=NATT_EXTRA) / esp(0x5005), *steer, 0x5005)
     # An SA received on 4500 but configured without encapsulation.
     add(eth / v4 / UDP(sport=4500, dport=4500) / esp(0x1001), "pass", "state-mismatch", 0x1001)
@@ -93,7 +93,7 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     add(eth / v6 / ah6, *steer, 0x3003)
     add(eth / v6 / AH(spi=0x3003, seq=2, icv=bytes(12), nh=50, payloadlen=4) / esp(0x4004), *steer, 0x3003)
     add(eth / v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / esp(0x4004), *steer, 0x4004)
-    add(eth / v6 / esp(0x4005), "pass", "no-state")
+    add(eth / v6 / esp(0x4005), "pass", "no-state", 0x4005)
     # AH whose length field points past the packet.
     bad_ah = AH(spi=0x3003, seq=1, icv=bytes(12), nh=59, payloadlen=40)
     add(eth / v6 / bad_ah, "drop", "malformed-ah")
