@@ -43,6 +43,7 @@ type worker struct {
 	rx      []afxdp.Desc
 	inPkts  [][]byte
 	outer   ipsec.Outer
+	scratch *ipsec.Scratch // the transforms' working memory, this worker's own
 	flow    flow
 	primary int // link whose frames the TUN reads into
 
@@ -75,6 +76,7 @@ func (w *worker) init() {
 		w.tx[i] = make([]afxdp.Desc, 0, batchSize)
 		w.spare[i] = make([]afxdp.Desc, 0, 2*batchSize)
 	}
+	w.scratch = ipsec.NewScratch()
 	w.icmp = make([]byte, pmtu.MaxLen6)
 	w.icmpVec = make([][]byte, 1)
 	w.linkIdx = map[int]int{}
@@ -200,7 +202,7 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			c.v[ipsec.VerdictNoState].Add(1)
 			continue
 		}
-		r := a.Transform().DecryptParsed(pkt, l3, &w.outer)
+		r := a.Transform().DecryptParsedWith(w.scratch, pkt, l3, &w.outer)
 		a.Count(w.q, r.Verdict, r.N)
 		c.v[r.Verdict].Add(1)
 		if r.Verdict != ipsec.VerdictOK {
@@ -401,7 +403,7 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 	for i := 0; i < nsa; i++ {
 		inLen := n
 		var err error
-		if off, n, err = sas[i].Transform().Encrypt(fr, off, n); err != nil {
+		if off, n, err = sas[i].Transform().EncryptWith(w.scratch, fr, off, n); err != nil {
 			c.c[OutEncryptError].Add(1)
 			w.recycle(d)
 			return
