@@ -58,7 +58,13 @@ type SA struct {
 	outSeq atomic.Uint64 // last sequence number used
 	win    *replay.Window
 
+	// packets and bytes count exactly, one atomic add each, when the SA
+	// has packet or byte limits (limited); otherwise acc counts both in one
+	// add and is flushed into them (see count).
 	packets, bytes atomic.Uint64
+	limited        bool
+	acc            atomic.Uint64
+	accMu          sync.Mutex // serialises flushing acc, and Stats
 	soft, hard     atomic.Bool
 
 	keyed bool      // scratch holds keyed state (HMAC, CBC): use pool, not Scratch
@@ -190,6 +196,7 @@ func (sa *SA) init() error {
 		sa.ahLen = (12 + sa.icvLen + align - 1) / align * align
 	}
 	sa.keyed = sa.newMAC != nil || sa.suite == suiteCBC
+	sa.limited = p.Lifetime != Lifetime{}
 	sa.initOuter()
 	sa.head, sa.tail = sa.overhead()
 	sa.pool.New = sa.newScratch
@@ -416,9 +423,27 @@ func (sa *SA) nextSeq() (uint64, error) {
 // above the limit, in which case Encrypt fails with ErrSeqOverflow).
 func (sa *SA) NextSeq() uint64 { return sa.outSeq.Load() + 1 }
 
+// Packed counting for SAs without packet or byte limits: one atomic add per
+// packet instead of two. acc holds packets in its top 24 bits and bytes in
+// its low 40; whoever sees either field past half its range moves acc into
+// packets/bytes under accMu, long before it could overflow (a packet adds
+// at most 2^16 bytes).
+const (
+	accPkShift = 40
+	accByMask  = 1<<accPkShift - 1
+	accFlushPk = 1 << 23
+	accFlushBy = 1 << 39
+)
+
 // count charges one packet of n bytes to the lifetimes. It reports false
 // when the packet crosses a hard limit (the SA is then hard-expired).
 func (sa *SA) count(n int) bool {
+	if !sa.limited {
+		if v := sa.acc.Add(1<<accPkShift | uint64(n)); v>>accPkShift >= accFlushPk || v&accByMask >= accFlushBy {
+			sa.flushAcc()
+		}
+		return true
+	}
 	lt := &sa.p.Lifetime
 	pk := sa.packets.Add(1)
 	by := sa.bytes.Add(uint64(n))
@@ -434,6 +459,15 @@ func (sa *SA) count(n int) bool {
 	return true
 }
 
+// flushAcc moves the packed counts into packets and bytes.
+func (sa *SA) flushAcc() {
+	sa.accMu.Lock()
+	v := sa.acc.Swap(0)
+	sa.packets.Add(v >> accPkShift)
+	sa.bytes.Add(v & accByMask)
+	sa.accMu.Unlock()
+}
+
 // SoftExpired reports whether the SA crossed a soft lifetime limit.
 func (sa *SA) SoftExpired() bool { return sa.soft.Load() }
 
@@ -441,4 +475,9 @@ func (sa *SA) SoftExpired() bool { return sa.soft.Load() }
 func (sa *SA) HardExpired() bool { return sa.hard.Load() }
 
 // Stats returns the packets and bytes counted against the lifetimes.
-func (sa *SA) Stats() Stats { return Stats{Packets: sa.packets.Load(), Bytes: sa.bytes.Load()} }
+func (sa *SA) Stats() Stats {
+	sa.accMu.Lock()
+	defer sa.accMu.Unlock()
+	v := sa.acc.Load()
+	return Stats{Packets: sa.packets.Load() + v>>accPkShift, Bytes: sa.bytes.Load() + v&accByMask}
+}
