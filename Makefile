@@ -3,7 +3,7 @@ GO      ?= go
 CLANG   ?= clang-19
 BENCHTIME ?= 1s
 
-.PHONY: all build generate test bench lint fuzz demo setup clean
+.PHONY: all build generate test bench lint fuzz demo datapath-demo setup clean
 
 all: build
 
@@ -25,14 +25,20 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Every fuzz target for FUZZTIME each (after the whole suite, as CI does).
 fuzz:
 	FUZZTIME=$${FUZZTIME:-30s} ./scripts/test.sh
 
 setup:
 	./scripts/setup.sh
 
-demo: build
+# The README's first command: setup, then the two-namespace tunnel demo.
+demo:
 	./scripts/demo.sh
+
+# The XDP classifier alone: attach, generated traffic, counters by reason.
+datapath-demo:
+	./scripts/datapath-demo.sh
 
 clean:
 	rm -f xdpsec
