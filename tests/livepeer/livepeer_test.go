@@ -1,0 +1,447 @@
+// Package livepeer proves xdpsec against an independent IPsec implementation
+// on a live link: the xdpsec daemon runs in namespace A of a veth pair, and a
+// scapy peer (peer.py, Debian's /usr/bin/python3 with scapy 2.5) in namespace
+// B sends it ESP-encrypted ICMP echo requests over B's veth. xdpsec decrypts
+// them (XDP steer -> AF_XDP -> ESP open -> TUN), A's kernel answers, xdpsec
+// encrypts the reply (TUN -> SPD -> ESP seal -> AF_XDP tx) and scapy decrypts
+// it and checks the echo id, sequence and payload: both directions of every
+// SA shape in the matrix, judged by scapy, with the daemon's counters checked
+// against what the peer sent.
+package livepeer
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/userspace/engine"
+)
+
+// python is Debian's interpreter: the first python3 in PATH lacks scapy.
+const python = "/usr/bin/python3"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// xdpsecBinary builds cmd/xdpsec once per test binary.
+func xdpsecBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xdpsec-livepeer-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "xdpsec")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/xdpsec/xdpsec/cmd/xdpsec").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// needScapy skips when Debian's python with scapy is not there.
+func needScapy(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command(python, "-c", "import scapy.layers.ipsec, cryptography").CombinedOutput(); err != nil {
+		t.Skipf("needs %s with scapy and cryptography (Debian python3-scapy): %v %s", python, err, out)
+	}
+}
+
+// algo is one ESP transform as both sides name it.
+type algo struct {
+	// scapyCrypt and scapyAuth are scapy 2.5's names; icv is the AEAD
+	// ICV in bytes (scapy's crypt_icv_size), 0 for non-AEAD.
+	scapyCrypt, scapyAuth string
+	icv                   int
+	// aead, enc, auth are the xfrm words with KEY where the key goes.
+	aead, enc, auth string
+	// cryptKeyLen and authKeyLen are key lengths in bytes (AEAD salt
+	// included, as xfrm takes it).
+	cryptKeyLen, authKeyLen int
+}
+
+var (
+	aesGCM128 = algo{scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 20}
+	aesGCM256 = algo{scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 36}
+	chacha    = algo{scapyCrypt: "CHACHA20-POLY1305", icv: 16, aead: "'rfc7539esp(chacha20,poly1305)' KEY 128", cryptKeyLen: 36}
+	cbcSHA256 = algo{scapyCrypt: "AES-CBC", scapyAuth: "SHA2-256-128", enc: "'cbc(aes)' KEY", auth: "'hmac(sha256)' KEY 128",
+		cryptKeyLen: 16, authKeyLen: 32}
+)
+
+// peerCase is one live exchange: an SA pair of one algorithm and shape.
+type peerCase struct {
+	name  string
+	algo  algo
+	outer int // 4, 6: the outer (link) family
+	inner int // 4, 6: the tunnelled family
+	natt  bool
+}
+
+// Tunnel addresses of the inner hosts (the TUN's address in A; the scapy
+// peer's inner address in B).
+var innerAddrs = map[int][2]string{4: {"198.51.100.1", "198.51.100.2"}, 6: {"2001:db8:a::1", "2001:db8:b::1"}}
+
+func hostPrefix(addr string) string {
+	if strings.Contains(addr, ":") {
+		return addr + "/128"
+	}
+	return addr + "/32"
+}
+
+// saSide is one SA as peer.py takes it (JSON on its stdin).
+type saSide struct {
+	SPI      uint32  `json:"spi"`
+	Src      string  `json:"src"`
+	Dst      string  `json:"dst"`
+	Crypt    string  `json:"crypt"`
+	CryptKey string  `json:"crypt_key"`
+	ICV      int     `json:"icv,omitempty"`
+	Auth     string  `json:"auth,omitempty"`
+	AuthKey  string  `json:"auth_key,omitempty"`
+	NATT     *[2]int `json:"natt"`
+
+	xfrmAlgo string // the SA's xfrm algorithm words, keys filled in
+}
+
+// peerInput is peer.py's stdin.
+type peerInput struct {
+	Iface    string  `json:"iface"`
+	MACSrc   string  `json:"mac_src"`
+	MACDst   string  `json:"mac_dst"`
+	Outer    int     `json:"outer"`
+	Inner    int     `json:"inner"`
+	InnerSrc string  `json:"inner_src"`
+	InnerDst string  `json:"inner_dst"`
+	Out      saSide  `json:"out"` // peer -> xdpsec
+	In       saSide  `json:"in"`  // xdpsec -> peer
+	Count    int     `json:"count"`
+	Timeout  float64 `json:"timeout"`
+}
+
+// peerResult is peer.py's stdout.
+type peerResult struct {
+	Sent    int      `json:"sent"`
+	Replies int      `json:"replies"`
+	Errors  []string `json:"errors"`
+	ESPSeqs []uint32 `json:"esp_seqs"`
+}
+
+func randHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// newSA makes one direction's SA with fresh random keys.
+func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool) saSide {
+	t.Helper()
+	s := saSide{SPI: spi, Src: src, Dst: dst, Crypt: a.scapyCrypt, ICV: a.icv, Auth: a.scapyAuth,
+		CryptKey: randHex(t, a.cryptKeyLen)}
+	words := ""
+	if a.aead != "" {
+		words = "aead " + strings.Replace(a.aead, "KEY", "0x"+s.CryptKey, 1)
+	} else {
+		s.AuthKey = randHex(t, a.authKeyLen)
+		words = "enc " + strings.Replace(a.enc, "KEY", "0x"+s.CryptKey, 1) +
+			" auth-trunc " + strings.Replace(a.auth, "KEY", "0x"+s.AuthKey, 1)
+	}
+	if natt {
+		s.NATT = &[2]int{4500, 4500}
+		words += " encap espinudp 4500 4500 0.0.0.0"
+	}
+	s.xfrmAlgo = words
+	return s
+}
+
+func (s saSide) xfrmLine() string {
+	return fmt.Sprintf("ip xfrm state add src %s dst %s proto esp spi 0x%08x mode tunnel %s\n", s.Src, s.Dst, s.SPI, s.xfrmAlgo)
+}
+
+// mountBPFFS gives the test a bpffs of its own for the daemon's pins
+// (`ip netns exec` hides /sys/fs/bpf).
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// writeConfig writes A's config (no keys, 0644) and key file (0600).
+func writeConfig(t *testing.T, p *testutil.VethPair, pin string, inner int, out, in saSide) (conf, socket string) {
+	t.Helper()
+	dir := t.TempDir()
+	a, b := innerAddrs[inner][0], innerAddrs[inner][1]
+	var keys strings.Builder
+	keys.WriteString("# livepeer test keys: random per run\n")
+	keys.WriteString(out.xfrmLine())
+	keys.WriteString(in.xfrmLine())
+	if err := os.WriteFile(filepath.Join(dir, "a.keys"), []byte(keys.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := fmt.Sprintf(`# xdpsec side of the live scapy interop
+link %s
+tun xdpsec0
+address %s
+pin %s
+keys a.keys
+ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto esp mode tunnel
+ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto esp mode tunnel
+`, p.IfA, hostPrefix(a), pin,
+		hostPrefix(a), hostPrefix(b), out.Src, out.Dst,
+		hostPrefix(b), hostPrefix(a), in.Src, in.Dst)
+	conf = filepath.Join(dir, "a.conf")
+	if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf, filepath.Join(dir, "run", "control.sock")
+}
+
+// daemon is one running `xdpsec run`, stopped by its PID at cleanup.
+type daemon struct {
+	t      *testing.T
+	bin    string
+	ns     *testutil.NS
+	socket string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	done   chan struct{}
+}
+
+func startDaemon(t *testing.T, ns *testutil.NS, conf, socket string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, bin: xdpsecBinary(t), ns: ns, socket: socket, out: &bytes.Buffer{}, done: make(chan struct{})}
+	d.cmd = ns.Command(d.bin, "run", "--config", conf, "--socket", socket)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(d.stop)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := ns.Run(d.bin, "stats", "--socket", socket); err == nil {
+			return d
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("xdpsec run exited at start:\n%s", d.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xdpsec run not answering on %s after 15 s:\n%s", socket, d.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM to the daemon's PID and waits (bounded), then SIGKILL.
+func (d *daemon) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.t.Errorf("xdpsec run (pid %d) ignored SIGTERM for 10 s; killing it\n%s", d.cmd.Process.Pid, d.out)
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+func (d *daemon) stats() engine.Stats {
+	d.t.Helper()
+	out, err := d.ns.Run(d.bin, "stats", "-j", "--socket", d.socket)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var st engine.Stats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		d.t.Fatalf("stats -j: %v\n%s", err, out)
+	}
+	return st
+}
+
+// dump renders the daemon's text stats and log, for failure messages.
+func (d *daemon) dump() string {
+	st, _ := d.ns.Run(d.bin, "stats", "--socket", d.socket)
+	return fmt.Sprintf("\n--- xdpsec stats:\n%s--- log:\n%s", st, d.out)
+}
+
+func saStats(st engine.Stats, key string) engine.SAStats {
+	for _, s := range st.SAs {
+		if s.Key == key {
+			return s
+		}
+	}
+	return engine.SAStats{}
+}
+
+func saKey(s saSide) string { return fmt.Sprintf("esp spi 0x%08x dst %s", s.SPI, s.Dst) }
+
+// runPeer runs peer.py in ns with in on its stdin, bounded in time.
+func runPeer(t *testing.T, ns *testutil.NS, in peerInput) peerResult {
+	t.Helper()
+	js, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(python, "peer.py")
+	cmd.Stdin = bytes.NewReader(js)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	limit := 20*time.Second + time.Duration(float64(in.Count)*in.Timeout*float64(time.Second))
+	select {
+	case err = <-done:
+	case <-time.After(limit):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("peer.py (pid %d) still running after %v; killed\n%s", cmd.Process.Pid, limit, stderr.String())
+	}
+	if err != nil {
+		t.Fatalf("peer.py: %v\n%s", err, stderr.String())
+	}
+	var r peerResult
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("peer.py output: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	return r
+}
+
+func checkNoLeaks(t *testing.T, names []string) {
+	t.Helper()
+	for _, n := range names {
+		if slices.Contains(testutil.Leaked(), n) {
+			t.Errorf("namespace %s left behind", n)
+		}
+	}
+}
+
+// liveCases is the matrix proven against the live scapy peer.
+var liveCases = []peerCase{
+	{name: "aes-gcm-128", algo: aesGCM128, outer: 4, inner: 4},
+}
+
+// echoes is how many echo requests the peer sends per case (one at a time).
+const echoes = 3
+
+func TestScapyPeerEcho(t *testing.T) {
+	testutil.RequireRoot(t)
+	needScapy(t)
+	xdpsecBinary(t)
+	for i, c := range liveCases {
+		var names []string
+		t.Run(c.name, func(t *testing.T) {
+			p := testutil.NewVethPair(t)
+			names = []string{p.A.Name, p.B.Name}
+			outerA, outerB := p.IPv4A.String(), p.IPv4B.String()
+			if c.outer == 6 {
+				outerA, outerB = p.IPv6A.String(), p.IPv6B.String()
+			}
+			base := uint32(0x5000 + 0x10*i)
+			toA := newSA(t, c.algo, base+1, outerB, outerA, c.natt) // scapy -> xdpsec
+			toB := newSA(t, c.algo, base+2, outerA, outerB, c.natt) // xdpsec -> scapy
+			pin := mountBPFFS(t)
+			conf, sock := writeConfig(t, p, pin, c.inner, toB, toA)
+			d := startDaemon(t, p.A, conf, sock)
+
+			st0 := d.stats()
+			res := runPeer(t, p.B, peerInput{
+				Iface: p.IfB, MACSrc: p.MACB.String(), MACDst: p.MACA.String(),
+				Outer: c.outer, Inner: c.inner,
+				InnerSrc: innerAddrs[c.inner][1], InnerDst: innerAddrs[c.inner][0],
+				Out: toA, In: toB, Count: echoes, Timeout: 3,
+			})
+			st1 := d.stats()
+			t.Logf("scapy peer: %+v", res)
+
+			if len(res.Errors) > 0 || res.Sent != echoes || res.Replies != echoes {
+				t.Fatalf("scapy peer: sent %d, %d verified echo replies of %d; errors:\n  %s%s",
+					res.Sent, res.Replies, echoes, strings.Join(res.Errors, "\n  "), d.dump())
+			}
+			// xdpsec numbers its outbound ESP from 1 on a fresh SA.
+			for k, s := range res.ESPSeqs {
+				if s != uint32(k+1) {
+					t.Errorf("reply %d carried ESP sequence number %d, want %d", k+1, s, k+1)
+				}
+			}
+			// The counters moved by exactly the traffic the peer made.
+			delta := func(m0, m1 map[string]uint64, k string) uint64 { return m1[k] - m0[k] }
+			if n := delta(st0.Counters, st1.Counters, "in-delivered"); n != echoes {
+				t.Errorf("in-delivered grew by %d, want %d", n, echoes)
+			}
+			if n := delta(st0.Counters, st1.Counters, "out-protected"); n != echoes {
+				t.Errorf("out-protected grew by %d, want %d", n, echoes)
+			}
+			in0, in1 := saStats(st0, saKey(toA)), saStats(st1, saKey(toA))
+			if in1.Key == "" {
+				t.Fatalf("xdpsec has no SA %q: %+v", saKey(toA), st1.SAs)
+			}
+			if n := in1.Packets - in0.Packets; n != echoes {
+				t.Errorf("inbound SA %s packets grew by %d, want %d", in1.Key, n, echoes)
+			}
+			if n := in1.XDPPackets - in0.XDPPackets; n != echoes {
+				t.Errorf("XDP matched %d packets to inbound SA %s, want %d", n, in1.Key, echoes)
+			}
+			if n := delta(st0.Links[0].Reasons, st1.Links[0].Reasons, "steered"); n != echoes {
+				t.Errorf("XDP steered %d packets, want %d", n, echoes)
+			}
+			out0, out1 := saStats(st0, saKey(toB)), saStats(st1, saKey(toB))
+			if n := out1.Packets - out0.Packets; n != echoes {
+				t.Errorf("outbound SA %s packets grew by %d, want %d", out1.Key, n, echoes)
+			}
+			for _, bad := range []string{"bad-icv", "replay", "malformed", "no-state"} {
+				if st1.InVerdicts[bad] != 0 {
+					t.Errorf("inbound verdict %s = %d, want 0", bad, st1.InVerdicts[bad])
+				}
+			}
+			if t.Failed() {
+				t.Log(d.dump())
+			}
+		})
+		checkNoLeaks(t, names)
+	}
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""A live scapy IPsec peer for xdpsec (run by livepeer_test.go with Debian's
+/usr/bin/python3 inside the peer namespace; scapy 2.5, python3-cryptography).
+
+It reads one case as JSON on stdin (keys travel there, never in argv):
+
+  iface, mac_src, mac_dst       the peer's link, its MAC and xdpsec's MAC
+  outer, inner                  4 or 6
+  inner_src, inner_dst          the inner echo request's addresses
+  out, in                       the SAs, peer->xdpsec and xdpsec->peer: spi,
+                                src, dst, crypt, crypt_key, icv, auth,
+                                auth_key (scapy names, hex keys with xfrm's
+                                trailing salt), natt [sport, dport] or null
+  count, timeout                echo requests to send, seconds to wait for
+                                each reply
+
+For each of `count` echo requests (one at a time) it ESP-encrypts the
+request with scapy, sends it over the link with a layer-2 socket, waits
+(bounded) for an ESP frame from xdpsec's MAC with the inbound SPI, decrypts
+it with scapy and checks it is the echo reply with the same id, sequence
+and payload. It prints one JSON object:
+
+  {"sent": N, "replies": K, "errors": [...], "esp_seqs": [...]}
+
+and exits 0 (the Go test judges). scapy 2.5 quirks worked around, each
+where it bites: the NAT-T UDP length (left at 8 by scapy) and decrypting
+ESP-in-UDP (scapy expects ESP right after the IP header).
+"""
+import json
+import os
+import select
+import sys
+import time
+
+from scapy.all import (ICMP, IP, UDP, Ether, ICMPv6EchoReply,
+                       ICMPv6EchoRequest, IPv6, Raw, conf, raw)
+from scapy.layers.ipsec import ESP, IPSecIntegrityError, SecurityAssociation
+
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86dd
+
+
+def make_sa(s, outer):
+    tunnel = IP(src=s['src'], dst=s['dst'], ttl=64) if outer == 4 else \
+        IPv6(src=s['src'], dst=s['dst'], hlim=64)
+    natt = UDP(sport=s['natt'][0], dport=s['natt'][1]) if s.get('natt') else None
+    return SecurityAssociation(
+        ESP, spi=s['spi'], crypt_algo=s['crypt'],
+        crypt_key=bytes.fromhex(s['crypt_key']),
+        crypt_icv_size=s.get('icv') or None,
+        auth_algo=s.get('auth'),
+        auth_key=bytes.fromhex(s['auth_key']) if s.get('auth_key') else None,
+        tunnel_header=tunnel, nat_t_header=natt)
+
+
+def echo_request(c, ident, seq, payload):
+    if c['inner'] == 4:
+        p = IP(src=c['inner_src'], dst=c['inner_dst'], ttl=64) / \
+            ICMP(type=8, id=ident, seq=seq) / Raw(payload)
+    else:
+        p = IPv6(src=c['inner_src'], dst=c['inner_dst'], hlim=64) / \
+            ICMPv6EchoRequest(id=ident, seq=seq) / Raw(payload)
+    return p.__class__(raw(p))
+
+
+def encrypt(sa, c, inner):
+    e = sa.encrypt(inner)
+    if c['out'].get('natt'):
+        # Quirk: scapy 2.5 leaves the NAT-T UDP length at 8. Checksum 0 is
+        # what RFC 3948 §2.1 allows for IPv4; for IPv6 let scapy compute it.
+        e[UDP].len = 8 + len(raw(e[ESP]))
+        if c['outer'] == 4:
+            e[UDP].chksum = 0
+        else:
+            del e[UDP].chksum
+    return e.__class__(raw(e))
+
+
+def strip_natt(ipp, outer):
+    """RFC 3948 §3.2 receiver processing: take the UDP header out so that
+    ESP follows the IP header, as scapy's decrypt expects."""
+    esp_bytes = raw(ipp[UDP].payload)
+    ipp = ipp.__class__(raw(ipp))
+    ipp[UDP].underlayer.remove_payload()
+    if outer == 4:
+        ipp.proto, ipp.len, ipp.chksum = 50, None, None
+    else:
+        ipp.nh, ipp.plen = 50, None
+    return ipp.__class__(raw(ipp / ESP(esp_bytes)))
+
+
+def outer_of(frame, c):
+    """The outer IP packet of an Ethernet frame from xdpsec carrying the
+    inbound SA's ESP (plain or in UDP), or None."""
+    eth = Ether(frame)
+    if eth.src.lower() != c['mac_dst'].lower():
+        return None
+    want = IP if c['outer'] == 4 else IPv6
+    if not isinstance(eth.payload, want):
+        return None
+    ipp = eth.payload
+    s = c['in']
+    if (ipp.src, ipp.dst) != (s['src'], s['dst']):
+        return None
+    if s.get('natt'):
+        if UDP not in ipp or (ipp[UDP].sport, ipp[UDP].dport) != tuple(s['natt']):
+            return None
+        body = raw(ipp[UDP].payload)
+    else:
+        nh = ipp.proto if c['outer'] == 4 else ipp.nh
+        if nh != 50:
+            return None
+        body = raw(ipp.payload)
+    if len(body) < 8 or int.from_bytes(body[:4], 'big') != s['spi']:
+        return None
+    return ipp
+
+
+def check_reply(c, dec, ident, seq, payload):
+    errs = []
+    if c['inner'] == 4:
+        if not isinstance(dec, IP) or ICMP not in dec:
+            return ['inner packet is not IPv4/ICMP: %s' % raw(dec).hex()]
+        ic = dec[ICMP]
+        if ic.type != 0:
+            errs.append('ICMP type %d, want 0 (echo reply)' % ic.type)
+    else:
+        if not isinstance(dec, IPv6) or ICMPv6EchoReply not in dec:
+            return ['inner packet is not an ICMPv6 echo reply: %s' % raw(dec).hex()]
+        ic = dec[ICMPv6EchoReply]
+    if (dec.src, dec.dst) != (c['inner_dst'], c['inner_src']):
+        errs.append('inner %s -> %s, want %s -> %s' % (dec.src, dec.dst, c['inner_dst'], c['inner_src']))
+    if (ic.id, ic.seq) != (ident, seq):
+        errs.append('echo id/seq %d/%d, want %d/%d' % (ic.id, ic.seq, ident, seq))
+    if raw(ic.payload) != payload:
+        errs.append('echo payload differs: got %s want %s' % (raw(ic.payload).hex(), payload.hex()))
+    # Rebuilding recomputes checksums: equal bytes mean the received ones
+    # were right.
+    chk = dec.copy()
+    if c['inner'] == 4:
+        del chk.chksum
+        del chk[ICMP].chksum
+    else:
+        del chk[ICMPv6EchoReply].cksum
+    if raw(chk.__class__(raw(chk))) != raw(dec):
+        errs.append('inner checksums wrong')
+    return errs
+
+
+def main():
+    c = json.load(sys.stdin)
+    sa_out, sa_in = make_sa(c['out'], c['outer']), make_sa(c['in'], c['outer'])
+    res = {'sent': 0, 'replies': 0, 'errors': [], 'esp_seqs': []}
+    sock = conf.L2socket(iface=c['iface'])
+    try:
+        ident = os.getpid() & 0xffff
+        for seq in range(1, c['count'] + 1):
+            payload = os.urandom(56)
+            req = encrypt(sa_out, c, echo_request(c, ident, seq, payload))
+            frame = Ether(src=c['mac_src'], dst=c['mac_dst'],
+                          type=ETH_P_IP if c['outer'] == 4 else ETH_P_IPV6) / req
+            sock.send(frame)
+            res['sent'] += 1
+            deadline = time.monotonic() + c['timeout']
+            got = None
+            while got is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                r, _, _ = select.select([sock], [], [], left)
+                if not r:
+                    break
+                pkt = sock.recv_raw()
+                if not pkt or pkt[1] is None:
+                    continue
+                got = outer_of(pkt[1], c)
+            if got is None:
+                res['errors'].append('echo %d: no ESP reply from xdpsec within %.1f s' % (seq, c['timeout']))
+                continue
+            if c['in'].get('natt'):
+                u = got[UDP]
+                if u.len != 8 + len(raw(u.payload)):
+                    res['errors'].append('echo %d: NAT-T UDP length %d, payload %d' % (seq, u.len, len(raw(u.payload))))
+                got = strip_natt(got, c['outer'])
+            res['esp_seqs'].append(got[ESP].seq)
+            try:
+                dec = sa_in.decrypt(got)
+            except IPSecIntegrityError as e:
+                res['errors'].append('echo %d: scapy: integrity check failed: %s' % (seq, e))
+                continue
+            except Exception as e:  # a parse failure is a finding, not a crash
+                res['errors'].append('echo %d: scapy decrypt: %r' % (seq, e))
+                continue
+            errs = check_reply(c, dec, ident, seq, payload)
+            res['errors'] += ['echo %d: %s' % (seq, e) for e in errs]
+            if not errs:
+                res['replies'] += 1
+    finally:
+        sock.close()
+    json.dump(res, sys.stdout)
+
+
+if __name__ == '__main__':
+    main()
