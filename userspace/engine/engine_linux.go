@@ -16,6 +16,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/capabilities/probe"
+	"github.com/xdpsec/xdpsec/internal/dropcap"
 	"github.com/xdpsec/xdpsec/loader"
 	"github.com/xdpsec/xdpsec/userspace/afxdp"
 	"github.com/xdpsec/xdpsec/userspace/engine/neigh"
@@ -83,6 +84,10 @@ type Config struct {
 	// Logger receives lifecycle events (never key bytes); slog.Default()
 	// when nil.
 	Logger *slog.Logger
+	// DropCapture, when not nil, is offered every inbound frame the
+	// workers drop with an ipsec verdict (bad-icv, replay, no-state, ...);
+	// it costs one atomic load per drop while no capture runs.
+	DropCapture *dropcap.Capture
 }
 
 // Engine is a running host-mode IPsec engine. See the package documentation

@@ -195,17 +195,20 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 		}
 		if v := ipsec.ParseOuter(pkt[l3:], 0, &w.outer); v != ipsec.VerdictOK {
 			c.v[v].Add(1)
+			w.dropped(v, pkt)
 			continue
 		}
 		a := db.Lookup(w.outer.SPI, w.outer.Dst, w.outer.Proto)
 		if a == nil {
 			c.v[ipsec.VerdictNoState].Add(1)
+			w.dropped(ipsec.VerdictNoState, pkt)
 			continue
 		}
 		r := a.Transform().DecryptParsedWith(w.scratch, pkt, l3, &w.outer)
 		a.Count(w.q, r.Verdict, r.N)
 		c.v[r.Verdict].Add(1)
 		if r.Verdict != ipsec.VerdictOK {
+			w.dropped(r.Verdict, pkt)
 			continue
 		}
 		inner := pkt[r.Off : r.Off+r.N]
@@ -221,6 +224,15 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 		c.c[InTUNRejected].Add(uint64(len(w.inPkts) - n))
 	}
 	s.Release(batch)
+}
+
+// dropped offers a frame dropped with verdict v to the drop capture, if
+// one is configured (one atomic load when no capture runs; dropcap decides
+// which verdicts it wants).
+func (w *worker) dropped(v ipsec.Verdict, frame []byte) {
+	if dc := w.e.cfg.DropCapture; dc != nil {
+		dc.Record(v, frame)
+	}
 }
 
 // inboundAllowed applies the inbound policies (RFC 4301 §5.2) to a
