@@ -1,6 +1,7 @@
 package ipsec
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
@@ -216,9 +217,7 @@ func (sa *SA) espSeal(s *scratch, b []byte, esp, plen int, nh uint8, seq uint64)
 	ct := ivOff + sa.ivLen
 	t := ct + plen
 	pad := (sa.blk - (plen+2)%sa.blk) % sa.blk
-	for i := 0; i < pad; i++ {
-		b[t+i] = byte(i + 1)
-	}
+	copy(b[t:t+pad], padBytes[:pad])
 	b[t+pad], b[t+pad+1] = byte(pad), nh
 	end := t + pad + 2
 	switch sa.suite {
@@ -453,11 +452,9 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		r.Verdict = VerdictBadPadding
 		return
 	}
-	for i, b := range frame[payEnd : ptEnd-2] {
-		if b != byte(i+1) {
-			r.Verdict = VerdictBadPadding
-			return
-		}
+	if !bytes.Equal(frame[payEnd:ptEnd-2], padBytes[:pad]) {
+		r.Verdict = VerdictBadPadding
+		return
 	}
 	if nh == protoNone {
 		r.Verdict, r.NextHeader = VerdictDummy, nh
@@ -519,6 +516,16 @@ func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh u
 	r.Verdict, r.NextHeader = VerdictOK, nh
 	r.Off, r.N, r.PayloadOff, r.PayloadN = rOff, rN, pay, payN
 }
+
+// padBytes is RFC 4303 §2.4's default padding, 1, 2, 3, ..., for every pad
+// length an 8-bit Pad Length field can announce: one copy or compare per
+// packet instead of a byte loop.
+var padBytes = func() (p [255]byte) {
+	for i := range p {
+		p[i] = byte(i + 1)
+	}
+	return p
+}()
 
 // innerLen returns the length of the IP packet at the start of p per its
 // header (a tunnel's inner packet; fragments are fine here), or 0 if the
