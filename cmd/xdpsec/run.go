@@ -7,13 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/internal/control"
+	"github.com/xdpsec/xdpsec/internal/dropcap"
+	"github.com/xdpsec/xdpsec/internal/logging"
 	"github.com/xdpsec/xdpsec/userspace/engine"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
@@ -47,7 +48,8 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run the IPsec engine (the daemon) with a config file",
-		usage: `Usage: xdpsec run --config FILE [--socket PATH]
+		usage: `Usage: xdpsec run --config FILE [--socket PATH] [--metrics ADDR] [--pprof ADDR]
+                  [--log-format text|json] [--log-level LEVEL]
 
 Attaches the XDP datapath to the config's links, creates the TUN with its
 addresses and the routes of the outbound policies, starts one worker per
@@ -57,22 +59,28 @@ stays pinned with 'fail-open'); SIGHUP reloads the SAs and policies of the
 config: unchanged SAs keep flowing, changed ones keep their sequence numbers
 and replay window. The config format is in examples/README.md.
 
-Example:
-  xdpsec run --config examples/tunnel-a.conf`,
+Observability: --metrics serves Prometheus counters (per SA, per reason,
+per AF_XDP queue, xdpsec_xfrm_stat), --pprof Go's profiler, both on loopback;
+'xdpsec capture' writes dropped packets; logs are lifecycle events only (no
+line per packet, never key bytes). See docs/OPERATIONS.md.
+
+Examples:
+  xdpsec run --config examples/tunnel-a.conf
+  xdpsec run --config /etc/xdpsec/xdpsec.conf --metrics 127.0.0.1:9470 --log-format json`,
 		run: runDaemon,
 	})
-	flagSets["run"] = func() *flag.FlagSet { fs, _, _ := runFlags(); return fs }
+	flagSets["run"] = func() *flag.FlagSet { fs, _, _, _ := runFlags(); return fs }
 }
 
-func runFlags() (*flag.FlagSet, *string, *string) {
+func runFlags() (*flag.FlagSet, *string, *string, *observeFlags) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg := fs.String("config", "", "the config file (SAs, policies, links; see examples/README.md)")
 	socket := fs.String("socket", "", "the control socket (default: the config's `control` line, else "+control.DefaultPath+")")
-	return fs, cfg, socket
+	return fs, cfg, socket, addObserveFlags(fs)
 }
 
 func runDaemon(args []string, stdout io.Writer) error {
-	fs, cfgPath, socket := runFlags()
+	fs, cfgPath, socket, obs := runFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -82,6 +90,13 @@ func runDaemon(args []string, stdout io.Writer) error {
 	}
 	if *cfgPath == "" {
 		return usagef("--config FILE is required")
+	}
+	if err := obs.check(); err != nil {
+		return err
+	}
+	log, err := logging.New(os.Stderr, obs.logFormat, obs.logLevel)
+	if err != nil {
+		return usagef("%v", err)
 	}
 	fc, err := engine.LoadConfig(*cfgPath)
 	if err != nil {
@@ -103,8 +118,9 @@ func runDaemon(args []string, stdout io.Writer) error {
 	}
 	defer srv.Close()
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	fc.Logger = log
+	drops := dropcap.New(dropcap.Config{})
+	fc.DropCapture = drops
 	// Signals are caught before Start, so a SIGTERM during start-up still
 	// stops cleanly.
 	sigs := make(chan os.Signal, 4)
@@ -124,6 +140,30 @@ func runDaemon(args []string, stdout io.Writer) error {
 		return e.Reload(nc.SAs, nc.Policies)
 	}
 	serveEngine(srv, e, reload)
+	serveCapture(srv, drops)
+	// The observers stop before the engine: metrics read its sockets.
+	var observers []func()
+	stopObservers := func() {
+		for _, stop := range observers {
+			stop()
+		}
+		observers = nil
+	}
+	defer stopObservers()
+	if obs.metrics != "" {
+		stop, err := startMetrics(obs.metrics, obs.metricsAllowRemote, e, log)
+		if err != nil {
+			return err
+		}
+		observers = append(observers, stop)
+	}
+	if obs.pprof != "" {
+		stop, err := startPprof(obs.pprof, log)
+		if err != nil {
+			return err
+		}
+		observers = append(observers, stop)
+	}
 	if h := e.Capabilities(); h != nil {
 		capabilities.ServeControl(srv, h)
 	}
@@ -140,6 +180,7 @@ func runDaemon(args []string, stdout io.Writer) error {
 				log.Info("stopping", "signal", s.String())
 				srv.Close()
 				<-served
+				stopObservers()
 				return e.Stop()
 			}
 			sum, err := reload()
