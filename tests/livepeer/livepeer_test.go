@@ -363,6 +363,17 @@ func checkNoLeaks(t *testing.T, names []string) {
 // liveCases is the matrix proven against the live scapy peer.
 var liveCases = []peerCase{
 	{name: "aes-gcm-128", algo: aesGCM128, outer: 4, inner: 4},
+	{name: "aes-gcm-256", algo: aesGCM256, outer: 4, inner: 4},
+	{name: "chacha20-poly1305", algo: chacha, outer: 4, inner: 4},
+	{name: "aes-cbc-hmac-sha256", algo: cbcSHA256, outer: 4, inner: 4},
+	{name: "natt-aes-gcm-128", algo: aesGCM128, outer: 4, inner: 4, natt: true},
+	{name: "natt-aes-cbc-hmac-sha256", algo: cbcSHA256, outer: 4, inner: 4, natt: true},
+	{name: "ipv6-aes-gcm-128", algo: aesGCM128, outer: 6, inner: 6},
+	{name: "ipv6-chacha20-poly1305", algo: chacha, outer: 6, inner: 6},
+	{name: "ipv6-aes-cbc-hmac-sha256", algo: cbcSHA256, outer: 6, inner: 6},
+	{name: "ipv6-natt-aes-gcm-256", algo: aesGCM256, outer: 6, inner: 6, natt: true},
+	{name: "4in6-aes-gcm-128", algo: aesGCM128, outer: 6, inner: 4},
+	{name: "6in4-aes-gcm-128", algo: aesGCM128, outer: 4, inner: 6},
 }
 
 // echoes is how many echo requests the peer sends per case (one at a time).
