@@ -36,6 +36,22 @@
 // SAs in the map are steered; the rest pass to the kernel. Per-queue SAs
 // (RFC 9611, one SPI per queue) need nothing special: each is one SAD entry.
 //
+// # Transport mode and routing
+//
+// An outbound policy's destination prefix is routed into the TUN, so the
+// local stack hands the engine what the policy selects. In transport mode
+// that prefix holds the peer's own (outer) address, and the kernel's route
+// to it names the TUN. The outer packet's next hop is therefore looked up
+// constrained to the engine's links (neigh.Config.Links: `ip route get
+// ADDR oif LINK`), which skips the TUN route and finds the link's connected
+// route or gateway. We chose this over a separate routing table and rule
+// for the TUN routes: nothing but the TUN routes is added to the kernel's
+// tables, `ip route get PEER` tells the truth about where the local stack's
+// packets go, and route changes on the link are still followed. A policy
+// that selects every protocol to the peer also catches the kernel's own IKE
+// packets to it: add a BYPASS policy for UDP 500/4500 where an IKE daemon
+// runs.
+//
 // # Stop and fail-open
 //
 // Stop ends the workers, closes the sockets (the kernel empties their XSKMAP
@@ -56,11 +72,6 @@
 //   - ESP-in-UDP is recognised on port 4500 only.
 //   - A policy with several templates (an AH+ESP bundle) applies them in the
 //     order given, innermost first.
-//   - Transport mode needs the peer's address routed through the TUN while
-//     the neighbour lookup of the outer packet needs it routed through the
-//     link; engine/neigh resolves through the main table only, so transport
-//     mode works when a policy routing rule keeps the link route visible.
-//     Tunnel mode has no such conflict.
 //   - Outbound IPv4 packets without DF that do not fit are dropped and
 //     counted (out-too-big-dropped), not fragmented.
 package engine

@@ -235,7 +235,14 @@ func Start(cfg Config) (_ *Engine, err error) {
 		}
 	}
 
-	if e.nr, err = neigh.New(neigh.Config{}); err != nil {
+	// The resolver may only name our links as egress: transport-mode
+	// peers are routed into the TUN, and their outer packets must still
+	// find the link route (see neigh.Config.Links).
+	linkIdx := make([]int, len(e.links))
+	for i, el := range e.links {
+		linkIdx[i] = el.index
+	}
+	if e.nr, err = neigh.New(neigh.Config{Links: linkIdx}); err != nil {
 		return nil, fmt.Errorf("start neighbour resolver: %w", err)
 	}
 	mtu := cfg.MTU
@@ -596,21 +603,22 @@ func (e *Engine) syncSAMap() error {
 	return nil
 }
 
-// warmNeighbour starts resolving the next hop of an outbound tunnel SA's
-// peer, so the first packets find the Ethernet header ready.
+// warmNeighbour starts resolving the next hop of an outbound SA's peer
+// (the outer destination, in tunnel and transport mode alike), so the
+// first packets find the Ethernet header ready.
 func (e *Engine) warmNeighbour(a *sad.Association) {
 	if e.nr == nil {
 		return
 	}
 	s := a.Spec()
-	if s.Mode == ipsec.ModeTunnel && !e.localAddrs()[s.Dst.Unmap()] {
+	if !e.inbound(s, e.localAddrs()) {
 		e.nr.Lookup(s.Dst.Unmap())
 	}
 }
 
 // awaitNeighbours waits, at most d, until the next hops of the outbound
-// tunnel SAs are resolved (or known unreachable), so that the first packets
-// after Start are not dropped as neigh-pending.
+// SAs are resolved (or known unreachable), so that the first packets after
+// Start are not dropped as neigh-pending.
 func (e *Engine) awaitNeighbours(d time.Duration) {
 	locals := e.localAddrs()
 	deadline := time.Now().Add(d)
@@ -618,7 +626,7 @@ func (e *Engine) awaitNeighbours(d time.Duration) {
 		pending := false
 		for _, a := range e.sad.List() {
 			s := a.Spec()
-			if s.Mode != ipsec.ModeTunnel || locals[s.Dst.Unmap()] {
+			if e.inbound(s, locals) {
 				continue
 			}
 			if _, st := e.nr.Lookup(s.Dst.Unmap()); st == neigh.Pending {
@@ -758,21 +766,16 @@ func (e *Engine) DeletePolicy(spec *sad.PolicySpec) error {
 }
 
 // routePolicy adds (or removes) the TUN route of an outbound policy's
-// destination prefix, reference-counted per prefix. A prefix holding an
-// outer SA address is not routed: the outer packets must keep reaching the
-// link (see the package documentation on transport mode).
+// destination prefix, reference-counted per prefix. A prefix may hold an
+// SA's outer address (transport mode always does): the neighbour resolver
+// looks outer next hops up constrained to the engine's links, so the TUN
+// route only catches the local stack's packets.
 func (e *Engine) routePolicy(p *sad.PolicySpec, add bool) {
 	if p.Dir != sad.DirOut || !p.Sel.Dst.IsValid() || p.Sel.Dst.Bits() == 0 || e.dev == nil {
 		return
 	}
 	pfx := p.Sel.Dst.Masked()
 	if add {
-		for _, a := range e.sad.List() {
-			if pfx.Contains(a.Spec().Dst.Unmap()) {
-				e.log.Warn("not routing a policy prefix into the tun: it holds an SA's outer address", "prefix", pfx, "sa", a.Key())
-				return
-			}
-		}
 		e.routes[pfx]++
 		if e.routes[pfx] == 1 {
 			if err := e.dev.AddRoute(pfx); err != nil {

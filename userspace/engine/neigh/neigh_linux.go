@@ -47,6 +47,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +121,16 @@ type Config struct {
 	// beyond it are counted in Stats.RequestsDropped and retried on the
 	// next lookup.
 	Requests int
+	// Links, when not empty, are the only egress links a Hop may name (the
+	// links the caller transmits on). When the kernel's route for a
+	// destination leaves through another link — typically the engine's own
+	// TUN, into which transport-mode peers are routed so that the local
+	// stack hands their packets to the engine — the route is asked again
+	// constrained to each of these links in turn, as `ip route get ADDR
+	// oif LINK` does: the kernel then skips next hops through other links
+	// and falls back to the next most specific route (the link's connected
+	// prefix, or a gateway). The first unicast answer wins.
+	Links []int
 }
 
 func (c *Config) defaults() {
@@ -438,13 +449,9 @@ func (w *writer) resolve(dst netip.Addr, prev *entry) *entry {
 		e.lastUsed = prev.lastUsed
 		e.used.Store(prev.used.Load())
 	}
-	routes, err := w.r.nl.RouteGet(dst.AsSlice())
-	if err != nil || len(routes) == 0 {
+	rt, ok := w.route(dst)
+	if !ok {
 		return e
-	}
-	rt := routes[0]
-	if rt.Type != unix.RTN_UNICAST && rt.Type != 0 {
-		return e // local, blackhole, unreachable, prohibit...
 	}
 	link, err := w.r.nl.LinkByIndex(rt.LinkIndex)
 	if err != nil {
@@ -497,6 +504,33 @@ func (w *writer) resolve(dst netip.Addr, prev *entry) *entry {
 	e.state = Pending
 	w.trigger(rt.LinkIndex, next)
 	return e
+}
+
+// route asks the kernel for dst's route, constrained to Config.Links when
+// the plain answer leaves through another link (see Config.Links). It
+// reports false for no route or a non-unicast one (local, blackhole,
+// unreachable, prohibit...).
+func (w *writer) route(dst netip.Addr) (netlink.Route, bool) {
+	unicast := func(routes []netlink.Route, err error) (netlink.Route, bool) {
+		if err != nil || len(routes) == 0 {
+			return netlink.Route{}, false
+		}
+		rt := routes[0]
+		return rt, rt.Type == unix.RTN_UNICAST || rt.Type == 0
+	}
+	rt, ok := unicast(w.r.nl.RouteGet(dst.AsSlice()))
+	if len(w.r.cfg.Links) == 0 || (ok && slices.Contains(w.r.cfg.Links, rt.LinkIndex)) {
+		return rt, ok
+	}
+	if !ok && rt.Type != 0 && rt.Type != unix.RTN_UNICAST {
+		return rt, false // the kernel refuses dst outright: so do we
+	}
+	for _, l := range w.r.cfg.Links {
+		if rt, ok := unicast(w.r.nl.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{OifIndex: l})); ok {
+			return rt, true
+		}
+	}
+	return netlink.Route{}, false
 }
 
 // usable: the kernel has a link-layer address it would send to.

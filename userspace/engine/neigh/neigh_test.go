@@ -274,3 +274,42 @@ func TestCloseLeaksNothing(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	t.Fatalf("%d goroutines before New, %d after Close:\n%s", before, now, buf[:runtime.Stack(buf, true)])
 }
+
+// TestRouteIntoTUNConstrainedToLinks: transport mode routes the peer's own
+// address into the engine's TUN. Without Config.Links the peer is then
+// unreachable for the outer packets (a TUN has no MAC); with the veth in
+// Config.Links the resolver asks the kernel again with oif set and gets the
+// veth's connected route, B's MAC and the veth's MTU, for IPv4 and IPv6.
+func TestRouteIntoTUNConstrainedToLinks(t *testing.T) {
+	p := testutil.NewVethPair(t)
+	p.A.MustRun(t, "ip", "tuntap", "add", "mode", "tun", "xt0")
+	p.A.MustRun(t, "ip", "link", "set", "xt0", "up", "mtu", "1400")
+	p.A.MustRun(t, "ip", "route", "add", p.IPv4B.String()+"/32", "dev", "xt0")
+	p.A.MustRun(t, "ip", "-6", "route", "add", p.IPv6B.String()+"/128", "dev", "xt0")
+	start := func(cfg Config) *Resolver {
+		var r *Resolver
+		if err := p.A.Do(func() (err error) { r, err = New(cfg); return }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	plain := start(Config{})
+	bound := start(Config{Links: []int{p.IndexA}})
+	for _, tc := range []struct {
+		dst       netip.Addr
+		etherType uint16
+	}{{p.IPv4B, 0x0800}, {p.IPv6B, 0x86dd}} {
+		waitState(t, plain, tc.dst, Unreachable, nil)
+		hop := waitState(t, bound, tc.dst, Resolved, nil)
+		checkHeader(t, hop, p.MACB, p.MACA, tc.etherType)
+		if hop.LinkIndex != p.IndexA || hop.NextHop != tc.dst || hop.MTU != 1500 {
+			t.Fatalf("%s: hop %+v, want link %d next hop %s mtu 1500", tc.dst, hop, p.IndexA, tc.dst)
+		}
+	}
+	// The kernel's own answer still points into the TUN: we changed
+	// nothing in its tables.
+	if out := p.A.MustRun(t, "ip", "route", "get", p.IPv4B.String()); !strings.Contains(out, "dev xt0") {
+		t.Fatalf("ip route get %s: %s, want dev xt0", p.IPv4B, out)
+	}
+}
