@@ -95,12 +95,9 @@ func runCapture(args []string, stdout io.Writer) error {
 		return usagef("--count and --duration must not be negative")
 	}
 
-	c, err := control.Dial(*o.socket)
+	c, err := dialDaemon(*o.socket)
 	if err != nil {
-		if errors.Is(err, control.ErrNoDaemon) {
-			return fmt.Errorf("no daemon at %s: start one with 'xdpsec run --config FILE' (or give --socket)", *o.socket)
-		}
-		return fmt.Errorf("connect to the daemon at %s: %w", *o.socket, err)
+		return err
 	}
 	defer c.Close()
 	w, err := pcap.Create(*o.out, pcap.LinkTypeEthernet, pcap.Nanosecond)

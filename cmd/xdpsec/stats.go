@@ -13,29 +13,40 @@ func init() {
 	register(&command{
 		name:    "stats",
 		summary: "print the daemon's counters: per reason, per verdict, per SA",
-		usage: `Usage: xdpsec stats [-j] [--socket PATH]
+		usage: `Usage: xdpsec stats [-j] [--socket PATH] [--watch [--interval D] [--samples N]]
 
 Prints the engine's counters (inbound and outbound, per reason), the
 inbound verdicts, the XDP program's reason counters per link, and each SA's
 packets and bytes. Counters that are zero are left out of the text form;
 -j prints everything as one JSON document.
 
+--watch prints rates instead, every --interval until Ctrl-C: packets/s and
+bytes/s per SA, each SA's errors/s by verdict, and the inbound verdicts,
+engine counters and XDP reasons per second (zero rates left out); with -j
+one JSON object per interval (every SA listed).
+
 Examples:
   xdpsec stats
-  xdpsec stats -j`,
+  xdpsec stats -j
+  xdpsec stats --watch --interval 2s
+  xdpsec stats --watch -j --samples 10`,
 		run: runStats,
 	})
-	flagSets["stats"] = func() *flag.FlagSet { fs, _, _ := clientFlags("stats"); return fs }
+	flagSets["stats"] = func() *flag.FlagSet { fs, _, _ := clientFlags("stats"); addWatchFlags(fs); return fs }
 }
 
 func runStats(args []string, stdout io.Writer) error {
 	fs, socket, asJSON := clientFlags("stats")
+	wo := addWatchFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usagef("stats takes no arguments, got %q", pos[0])
+	}
+	if *wo.watch {
+		return runStatsWatch(*socket, wo, *asJSON, stdout)
 	}
 	var st engine.Stats
 	if err := callDaemon(*socket, opStats, nil, &st); err != nil {
