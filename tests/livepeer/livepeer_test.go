@@ -77,8 +77,9 @@ func needScapy(t *testing.T) {
 	}
 }
 
-// algo is one ESP transform as both sides name it.
+// algo is one ESP or AH transform as both sides name it.
 type algo struct {
+	proto string // esp, ah
 	// scapyCrypt and scapyAuth are scapy 2.5's names; icv is the AEAD
 	// ICV in bytes (scapy's crypt_icv_size), 0 for non-AEAD.
 	scapyCrypt, scapyAuth string
@@ -91,11 +92,12 @@ type algo struct {
 }
 
 var (
-	aesGCM128 = algo{scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 20}
-	aesGCM256 = algo{scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 36}
-	chacha    = algo{scapyCrypt: "CHACHA20-POLY1305", icv: 16, aead: "'rfc7539esp(chacha20,poly1305)' KEY 128", cryptKeyLen: 36}
-	cbcSHA256 = algo{scapyCrypt: "AES-CBC", scapyAuth: "SHA2-256-128", enc: "'cbc(aes)' KEY", auth: "'hmac(sha256)' KEY 128",
+	aesGCM128 = algo{proto: "esp", scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 20}
+	aesGCM256 = algo{proto: "esp", scapyCrypt: "AES-GCM", icv: 16, aead: "'rfc4106(gcm(aes))' KEY 128", cryptKeyLen: 36}
+	chacha    = algo{proto: "esp", scapyCrypt: "CHACHA20-POLY1305", icv: 16, aead: "'rfc7539esp(chacha20,poly1305)' KEY 128", cryptKeyLen: 36}
+	cbcSHA256 = algo{proto: "esp", scapyCrypt: "AES-CBC", scapyAuth: "SHA2-256-128", enc: "'cbc(aes)' KEY", auth: "'hmac(sha256)' KEY 128",
 		cryptKeyLen: 16, authKeyLen: 32}
+	ahSHA256 = algo{proto: "ah", scapyAuth: "SHA2-256-128", auth: "'hmac(sha256)' KEY 128", authKeyLen: 32}
 )
 
 // peerCase is one live exchange: an SA pair of one algorithm and shape.
@@ -120,11 +122,12 @@ func hostPrefix(addr string) string {
 
 // saSide is one SA as peer.py takes it (JSON on its stdin).
 type saSide struct {
+	Proto    string  `json:"proto"`
 	SPI      uint32  `json:"spi"`
 	Src      string  `json:"src"`
 	Dst      string  `json:"dst"`
-	Crypt    string  `json:"crypt"`
-	CryptKey string  `json:"crypt_key"`
+	Crypt    string  `json:"crypt,omitempty"`
+	CryptKey string  `json:"crypt_key,omitempty"`
 	ICV      int     `json:"icv,omitempty"`
 	Auth     string  `json:"auth,omitempty"`
 	AuthKey  string  `json:"auth_key,omitempty"`
@@ -153,7 +156,7 @@ type peerResult struct {
 	Sent    int      `json:"sent"`
 	Replies int      `json:"replies"`
 	Errors  []string `json:"errors"`
-	ESPSeqs []uint32 `json:"esp_seqs"`
+	Seqs    []uint32 `json:"seqs"`
 }
 
 func randHex(t *testing.T, n int) string {
@@ -168,26 +171,33 @@ func randHex(t *testing.T, n int) string {
 // newSA makes one direction's SA with fresh random keys.
 func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool) saSide {
 	t.Helper()
-	s := saSide{SPI: spi, Src: src, Dst: dst, Crypt: a.scapyCrypt, ICV: a.icv, Auth: a.scapyAuth,
-		CryptKey: randHex(t, a.cryptKeyLen)}
-	words := ""
-	if a.aead != "" {
-		words = "aead " + strings.Replace(a.aead, "KEY", "0x"+s.CryptKey, 1)
-	} else {
+	s := saSide{Proto: a.proto, SPI: spi, Src: src, Dst: dst, Crypt: a.scapyCrypt, ICV: a.icv, Auth: a.scapyAuth}
+	var words []string
+	if a.cryptKeyLen > 0 {
+		s.CryptKey = randHex(t, a.cryptKeyLen)
+	}
+	if a.authKeyLen > 0 {
 		s.AuthKey = randHex(t, a.authKeyLen)
-		words = "enc " + strings.Replace(a.enc, "KEY", "0x"+s.CryptKey, 1) +
-			" auth-trunc " + strings.Replace(a.auth, "KEY", "0x"+s.AuthKey, 1)
+	}
+	if a.aead != "" {
+		words = append(words, "aead", strings.Replace(a.aead, "KEY", "0x"+s.CryptKey, 1))
+	}
+	if a.enc != "" {
+		words = append(words, "enc", strings.Replace(a.enc, "KEY", "0x"+s.CryptKey, 1))
+	}
+	if a.auth != "" {
+		words = append(words, "auth-trunc", strings.Replace(a.auth, "KEY", "0x"+s.AuthKey, 1))
 	}
 	if natt {
 		s.NATT = &[2]int{4500, 4500}
-		words += " encap espinudp 4500 4500 0.0.0.0"
+		words = append(words, "encap espinudp 4500 4500 0.0.0.0")
 	}
-	s.xfrmAlgo = words
+	s.xfrmAlgo = strings.Join(words, " ")
 	return s
 }
 
 func (s saSide) xfrmLine() string {
-	return fmt.Sprintf("ip xfrm state add src %s dst %s proto esp spi 0x%08x mode tunnel %s\n", s.Src, s.Dst, s.SPI, s.xfrmAlgo)
+	return fmt.Sprintf("ip xfrm state add src %s dst %s proto %s spi 0x%08x mode tunnel %s\n", s.Src, s.Dst, s.Proto, s.SPI, s.xfrmAlgo)
 }
 
 // mountBPFFS gives the test a bpffs of its own for the daemon's pins
@@ -220,11 +230,11 @@ tun xdpsec0
 address %s
 pin %s
 keys a.keys
-ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto esp mode tunnel
-ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto esp mode tunnel
+ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto %s mode tunnel
+ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto %s mode tunnel
 `, p.IfA, hostPrefix(a), pin,
-		hostPrefix(a), hostPrefix(b), out.Src, out.Dst,
-		hostPrefix(b), hostPrefix(a), in.Src, in.Dst)
+		hostPrefix(a), hostPrefix(b), out.Src, out.Dst, out.Proto,
+		hostPrefix(b), hostPrefix(a), in.Src, in.Dst, in.Proto)
 	conf = filepath.Join(dir, "a.conf")
 	if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
 		t.Fatal(err)
@@ -315,7 +325,7 @@ func saStats(st engine.Stats, key string) engine.SAStats {
 	return engine.SAStats{}
 }
 
-func saKey(s saSide) string { return fmt.Sprintf("esp spi 0x%08x dst %s", s.SPI, s.Dst) }
+func saKey(s saSide) string { return fmt.Sprintf("%s spi 0x%08x dst %s", s.Proto, s.SPI, s.Dst) }
 
 // runPeer runs peer.py in ns with in on its stdin, bounded in time.
 func runPeer(t *testing.T, ns *testutil.NS, in peerInput) peerResult {
@@ -374,6 +384,8 @@ var liveCases = []peerCase{
 	{name: "ipv6-natt-aes-gcm-256", algo: aesGCM256, outer: 6, inner: 6, natt: true},
 	{name: "4in6-aes-gcm-128", algo: aesGCM128, outer: 6, inner: 4},
 	{name: "6in4-aes-gcm-128", algo: aesGCM128, outer: 4, inner: 6},
+	{name: "ah-hmac-sha256", algo: ahSHA256, outer: 4, inner: 4},
+	{name: "ipv6-ah-hmac-sha256", algo: ahSHA256, outer: 6, inner: 6},
 }
 
 // echoes is how many echo requests the peer sends per case (one at a time).
@@ -413,10 +425,10 @@ func TestScapyPeerEcho(t *testing.T) {
 				t.Fatalf("scapy peer: sent %d, %d verified echo replies of %d; errors:\n  %s%s",
 					res.Sent, res.Replies, echoes, strings.Join(res.Errors, "\n  "), d.dump())
 			}
-			// xdpsec numbers its outbound ESP from 1 on a fresh SA.
-			for k, s := range res.ESPSeqs {
+			// xdpsec numbers its outbound packets from 1 on a fresh SA.
+			for k, s := range res.Seqs {
 				if s != uint32(k+1) {
-					t.Errorf("reply %d carried ESP sequence number %d, want %d", k+1, s, k+1)
+					t.Errorf("reply %d carried sequence number %d, want %d", k+1, s, k+1)
 				}
 			}
 			// The counters moved by exactly the traffic the peer made.
