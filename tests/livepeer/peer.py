@@ -30,8 +30,12 @@ packet of AH tunnel mode (returned as Raw).
 import json
 import os
 import select
+import struct
 import sys
 import time
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from scapy.all import (ICMP, IP, UDP, Ether, ICMPv6EchoReply,
                        ICMPv6EchoRequest, IPv6, Raw, conf, raw)
@@ -118,6 +122,39 @@ def outer_of(frame, c):
     return ipp
 
 
+def esp_trailer_errors(c, sa, esp):
+    """Checks what scapy does not (quirk: its decrypt ignores the padding
+    bytes): the ESP trailer of xdpsec's packet. RFC 4303 §2.4: padding
+    1, 2, 3, ...; the payload, padding, pad length and next header fill
+    whole cipher blocks (4-byte aligned for AEADs); next header is the
+    inner family (4 IPIP, 41 IPv6) in tunnel mode."""
+    s = c['in']
+    key = bytes.fromhex(s['crypt_key'])
+    if s['crypt'] in ('AES-GCM', 'CHACHA20-POLY1305'):
+        aead = AESGCM(key[:-4]) if s['crypt'] == 'AES-GCM' else ChaCha20Poly1305(key[:-4])
+        iv, body = esp.data[:8], esp.data[8:]
+        pt = aead.decrypt(key[-4:] + iv, body, struct.pack('!LL', esp.spi, esp.seq))
+        align = 4
+    elif s['crypt'] == 'AES-CBC':
+        n = sa.auth_algo.icv_size
+        iv, body = esp.data[:16], esp.data[16:len(esp.data) - n]
+        dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        pt = dec.update(body) + dec.finalize()
+        align = 16
+    else:
+        return ['no trailer check for %s' % s['crypt']]
+    errs = []
+    padlen, nh = pt[-2], pt[-1]
+    if pt[len(pt) - 2 - padlen:-2] != bytes(range(1, padlen + 1)):
+        errs.append('padding %s is not 1, 2, 3, ...' % pt[len(pt) - 2 - padlen:-2].hex())
+    if len(pt) % align:
+        errs.append('ESP payload+trailer is %d bytes, not a multiple of %d' % (len(pt), align))
+    want = 4 if c['inner'] == 4 else 41
+    if nh != want:
+        errs.append('ESP next header %d, want %d' % (nh, want))
+    return errs
+
+
 def check_reply(c, dec, ident, seq, payload):
     errs = []
     if c['inner'] == 4:
@@ -188,6 +225,11 @@ def main():
                     res['errors'].append('echo %d: NAT-T UDP length %d, payload %d' % (seq, u.len, len(raw(u.payload))))
                 got = strip_natt(got, c['outer'])
             res['seqs'].append(got[layer].seq)
+            if layer is ESP:
+                try:
+                    res['errors'] += ['echo %d: %s' % (seq, e) for e in esp_trailer_errors(c, sa_in, got[ESP])]
+                except Exception as e:  # scapy's decrypt below says why
+                    res['errors'].append('echo %d: trailer check: %r' % (seq, e))
             try:
                 dec = sa_in.decrypt(got)
             except IPSecIntegrityError as e:
