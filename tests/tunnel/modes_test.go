@@ -1,11 +1,14 @@
 package tunnel
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
 	"github.com/xdpsec/xdpsec/userspace/engine"
@@ -119,6 +122,15 @@ func (sh shape) configs(t *testing.T, ifA, ifB string, extra ...string) (confA, 
 		if sh.mode == "tunnel" {
 			conf = append(conf, "address "+me.inner4+"/32", "address "+me.inner6+"/128")
 		}
+		if sh.mode == "transport" {
+			// The transport policies select every protocol to the peer,
+			// which would tunnel IKE and NAT-T keepalives too: let them go
+			// in the clear, as an IKE daemon's socket policy does.
+			for _, port := range []string{"500", "4500"} {
+				conf = append(conf, fmt.Sprintf("ip xfrm policy add src %s/32 dst %s/32 proto udp dport %s dir out action allow", me.outer4, peer.outer4, port),
+					fmt.Sprintf("ip xfrm policy add src %s/128 dst %s/128 proto udp dport %s dir out action allow", me.outer6, peer.outer6, port))
+			}
+		}
 		for _, v6 := range []bool{false, true} {
 			conf = append(conf, sh.policyLine(me, peer, v6, "out"), sh.policyLine(peer, me, v6, "in"))
 			for _, p := range sh.protos {
@@ -228,4 +240,78 @@ func TestTransportMode(t *testing.T) {
 		}
 	})
 	checkNoLeaks(t, names)
+}
+
+func TestNATTraversal(t *testing.T) {
+	testutil.RequireRoot(t)
+	var names []string
+	for _, tc := range []struct {
+		name string
+		sh   shape
+	}{
+		{"tunnel-4500", shape{mode: "tunnel", protos: []string{"esp"}, encap: 4500}},
+		{"transport-4500", shape{mode: "transport", protos: []string{"esp"}, encap: 4500}},
+		{"tunnel-extra-port-4600", shape{mode: "tunnel", protos: []string{"esp"}, encap: 4600}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, a, b := runShape(t, tc.sh)
+			names = append(names, p.A.Name, p.B.Name)
+			if tc.sh.encap == 4500 {
+				ikeAndKeepaliveReachKernel(t, p, a, b)
+			}
+		})
+	}
+	checkNoLeaks(t, names)
+}
+
+// ikeAndKeepaliveReachKernel: with ESP-in-UDP steered to the engine, a
+// NAT-T keepalive (one 0xff byte, RFC 3948 §2.3) and an IKE message behind
+// the non-ESP marker (four zero bytes, RFC 3948 §2.2) sent from B to A's
+// UDP port 4500 still reach a UDP socket there: XDP passes them to the
+// kernel (counted pass-keepalive and pass-ike) and the engine never sees
+// them.
+func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *daemon) {
+	t.Helper()
+	var rc *net.UDPConn
+	if err := p.A.Do(func() (err error) {
+		rc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(sideA.outer4), Port: 4500})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var sc *net.UDPConn
+	if err := p.B.Do(func() (err error) {
+		sc, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(sideB.outer4), Port: 4500},
+			&net.UDPAddr{IP: net.ParseIP(sideA.outer4), Port: 4500})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	a0 := a.stats()
+	ike := append([]byte{0, 0, 0, 0}, []byte("IKE_SA_INIT from a test, 28 bytes of header follow")...)
+	for _, msg := range [][]byte{{0xff}, ike} {
+		if _, err := sc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		rc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 2048)
+		n, err := rc.Read(buf)
+		if err != nil {
+			t.Fatalf("UDP socket on %s:4500 in A got nothing for a %d-byte NAT-T message: %v%s", sideA.outer4, len(msg), err, dump(a, b))
+		}
+		if !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("UDP socket on 4500 got %x, want %x", buf[:n], msg)
+		}
+	}
+	a1 := a.stats()
+	for _, r := range []string{"pass-keepalive", "pass-ike"} {
+		if d := a1.Links[0].Reasons[r] - a0.Links[0].Reasons[r]; d != 1 {
+			t.Errorf("A XDP %s grew by %d, want 1", r, d)
+		}
+	}
+	if d := a1.Counters["in-frames"] - a0.Counters["in-frames"]; d != 0 {
+		t.Errorf("the engine took %d frames of IKE/keepalive traffic, want 0", d)
+	}
 }

@@ -18,6 +18,7 @@ const (
 	InNotIP                         // frames that are not IPv4/IPv6 over Ethernet
 	InPolicyMismatch                // decrypted packets an inbound policy refuses
 	InTUNRejected                   // inner packets the TUN refused
+	InEncapMismatch                 // ESP whose UDP encapsulation (or its absence, or its port) differs from its SA's (dropped)
 	OutPackets                      // packets read from the TUN
 	OutNotIP                        // TUN packets that are not IPv4/IPv6
 	OutProtected                    // packets encrypted and queued for transmit
@@ -41,6 +42,7 @@ var counterNames = [numCounters]string{
 	InNotIP:          "in-not-ip",
 	InPolicyMismatch: "in-policy-mismatch",
 	InTUNRejected:    "in-tun-rejected",
+	InEncapMismatch:  "in-encap-mismatch",
 	OutPackets:       "out-packets",
 	OutNotIP:         "out-not-ip",
 	OutProtected:     "out-protected",

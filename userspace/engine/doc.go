@@ -69,7 +69,13 @@
 //
 // # Limits (documented, not hidden)
 //
-//   - ESP-in-UDP is recognised on port 4500 only.
+//   - ESP-in-UDP (NAT-T) is received on 4500 and on the ports of the
+//     inbound SAs' `encap espinudp SPORT DPORT` (DPORT), at most
+//     loader.MaxNATTPorts besides 4500: the engine writes them into the XDP
+//     config and refuses an SA that would need one more. IKE (the non-ESP
+//     marker) and keepalives are the kernel's: XDP passes them to the
+//     namespace's UDP sockets. The engine does not learn a peer's new NAT
+//     mapping from received packets (the IKE daemon updates the SA).
 //   - A policy with several templates (an AH+ESP bundle) applies them in the
 //     order given, innermost first.
 //   - Outbound IPv4 packets without DF that do not fit are dropped and

@@ -112,6 +112,11 @@ type Engine struct {
 	sub      *capabilities.Subscription
 	hub      *capabilities.Hub
 
+	// nattPorts are the UDP ports besides 4500 that inbound SAs receive
+	// ESP-in-UDP on (immutable slices, replaced by syncSAMap); the XDP
+	// config lists them, the workers parse them.
+	nattPorts atomic.Pointer[[]uint16]
+
 	mu      sync.Mutex // serialises writers and Stop
 	stopped bool
 	saIDs   map[sad.SAKey]uint32
@@ -357,6 +362,9 @@ func (e *Engine) applyXDPConfig() error {
 	if e.hub != nil {
 		c = probe.LoaderConfig(e.hub.State().Current(), nil)
 	}
+	if p := e.nattPorts.Load(); p != nil {
+		c.NATTPorts = *p
+	}
 	for _, el := range e.links {
 		if err := el.dp.SetConfig(c); err != nil {
 			return fmt.Errorf("set receive-offload config on %s: %w", el.name, err)
@@ -547,10 +555,56 @@ func (e *Engine) inbound(s *sad.SASpec, locals map[netip.Addr]bool) bool {
 	return locals[s.Dst.Unmap()]
 }
 
+// isNATTPort says whether an inbound SA receives ESP-in-UDP on port p
+// besides 4500. Workers call it; it never allocates.
+func (e *Engine) isNATTPort(p uint16) bool {
+	if ps := e.nattPorts.Load(); ps != nil {
+		return slices.Contains(*ps, p)
+	}
+	return false
+}
+
+// extraPorts lists the UDP ports besides 4500 that the inbound SAs of the
+// SAD, with spec (when not nil) added or replacing its namesake, receive
+// ESP-in-UDP on, sorted.
+func (e *Engine) extraPorts(spec *sad.SASpec, locals map[netip.Addr]bool) []uint16 {
+	var ports []uint16
+	add := func(s *sad.SASpec) {
+		if s.Encap != nil && s.Encap.DstPort != ipsec.NATTPort && e.inbound(s, locals) && !slices.Contains(ports, s.Encap.DstPort) {
+			ports = append(ports, s.Encap.DstPort)
+		}
+	}
+	for _, a := range e.sad.List() {
+		if spec == nil || a.Key() != spec.Key() {
+			add(a.Spec())
+		}
+	}
+	if spec != nil {
+		add(spec)
+	}
+	slices.Sort(ports)
+	return ports
+}
+
+// checkPorts refuses an SA whose NAT-T port would not fit the XDP config.
+func (e *Engine) checkPorts(spec *sad.SASpec, locals map[netip.Addr]bool) error {
+	if ps := e.extraPorts(spec, locals); len(ps) > loader.MaxNATTPorts {
+		return fmt.Errorf("SA %s: encap port %d: the XDP datapath holds at most %d NAT-T ports besides 4500 (wanted: %v); reuse one of them or delete an SA", spec.Key(), spec.Encap.DstPort, loader.MaxNATTPorts, ps)
+	}
+	return nil
+}
+
 // syncSAMap makes every link's XDP SA map hold exactly the inbound SAs of
-// the SAD. e.mu is held (or Start is running).
+// the SAD, and the XDP config their extra NAT-T ports. e.mu is held (or
+// Start is running).
 func (e *Engine) syncSAMap() error {
 	locals := e.localAddrs()
+	if ps := e.extraPorts(nil, locals); len(e.links) > 0 && !slices.Equal(ps, e.links[0].xdpConf.NATTPorts) {
+		e.nattPorts.Store(&ps)
+		if err := e.applyXDPConfig(); err != nil {
+			return err
+		}
+	}
 	want := map[loader.SAKey]loader.SA{}
 	for _, a := range e.sad.List() {
 		s := a.Spec()
@@ -658,7 +712,11 @@ func (e *Engine) checkAllowed(spec *sad.SASpec, in bool) error {
 }
 
 func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
-	if err := e.checkAllowed(spec, e.inbound(spec, e.localAddrs())); err != nil {
+	locals := e.localAddrs()
+	if err := e.checkAllowed(spec, e.inbound(spec, locals)); err != nil {
+		return nil, err
+	}
+	if err := e.checkPorts(spec, locals); err != nil {
 		return nil, err
 	}
 	a, err := e.sad.Add(spec)
@@ -692,7 +750,11 @@ func (e *Engine) UpdateSA(spec *sad.SASpec) error {
 	if e.stopped {
 		return ErrStopped
 	}
-	if err := e.checkAllowed(spec, e.inbound(spec, e.localAddrs())); err != nil {
+	locals := e.localAddrs()
+	if err := e.checkAllowed(spec, e.inbound(spec, locals)); err != nil {
+		return err
+	}
+	if err := e.checkPorts(spec, locals); err != nil {
 		return err
 	}
 	if _, err := e.sad.Update(spec); err != nil {

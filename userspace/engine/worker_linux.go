@@ -193,7 +193,13 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			c.c[InNotIP].Add(1)
 			continue
 		}
-		if v := ipsec.ParseOuter(pkt[l3:], 0, &w.outer); v != ipsec.VerdictOK {
+		v := ipsec.ParseOuter(pkt[l3:], 0, &w.outer)
+		if v == ipsec.VerdictNotIPsec && w.outer.DstPort != 0 && w.e.isNATTPort(w.outer.DstPort) {
+			// UDP to an SA's extra NAT-T port (the XDP program steered
+			// it for that port): parse again with it.
+			v = ipsec.ParseOuter(pkt[l3:], w.outer.DstPort, &w.outer)
+		}
+		if v != ipsec.VerdictOK {
 			c.v[v].Add(1)
 			w.dropped(v, pkt)
 			continue
@@ -202,6 +208,10 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 		if a == nil {
 			c.v[ipsec.VerdictNoState].Add(1)
 			w.dropped(ipsec.VerdictNoState, pkt)
+			continue
+		}
+		if enc := a.Spec().Encap; (enc != nil) != w.outer.UDP || (enc != nil && enc.DstPort != w.outer.DstPort) {
+			c.c[InEncapMismatch].Add(1)
 			continue
 		}
 		r := a.Transform().DecryptParsedWith(w.scratch, pkt, l3, &w.outer)
