@@ -13,6 +13,10 @@ It reads one case as JSON on stdin (keys travel there, never in argv):
                                 trailing salt), natt [sport, dport] or null
   count, timeout                echo requests to send, seconds to wait for
                                 each reply
+  bad                           then also send two packets xdpsec must drop:
+                                the first request again (a replay) and a
+                                fresh one with its last byte flipped (the
+                                ICV for ESP, ICV-covered payload for AH)
 
 For each of `count` echo requests (one at a time) it protects the request
 with scapy (ESP or AH), sends it over the link with a layer-2 socket, waits
@@ -20,7 +24,7 @@ with scapy (ESP or AH), sends it over the link with a layer-2 socket, waits
 (ESP) or verifies (AH) it with scapy and checks it is the echo reply with
 the same id, sequence and payload. It prints one JSON object:
 
-  {"sent": N, "replies": K, "errors": [...], "seqs": [...]}
+  {"sent": N, "replies": K, "errors": [...], "seqs": [...], "bad_sent": B}
 
 and exits 0 (the Go test judges). scapy 2.5 quirks worked around, each
 where it bites: the NAT-T UDP length (left at 8 by scapy) and decrypting
@@ -92,6 +96,18 @@ def strip_natt(ipp, outer):
     else:
         ipp.nh, ipp.plen = 50, None
     return ipp.__class__(raw(ipp / ESP(esp_bytes)))
+
+
+def tampered(c, req):
+    """req with the last byte of its IP packet flipped (IPv6 NAT-T: UDP
+    checksum recomputed, so that only the ICV check can refuse it)."""
+    b = bytearray(raw(req))
+    b[-1] ^= 0x01
+    p = req.__class__(bytes(b))
+    if c['out'].get('natt') and c['outer'] == 6:
+        del p[UDP].chksum
+        p = p.__class__(raw(p))
+    return p
 
 
 def outer_of(frame, c):
@@ -191,16 +207,19 @@ def check_reply(c, dec, ident, seq, payload):
 def main():
     c = json.load(sys.stdin)
     sa_out, sa_in = make_sa(c['out'], c['outer']), make_sa(c['in'], c['outer'])
-    res = {'sent': 0, 'replies': 0, 'errors': [], 'seqs': []}
+    res = {'sent': 0, 'replies': 0, 'errors': [], 'seqs': [], 'bad_sent': 0}
     layer = ESP if c['in']['proto'] == 'esp' else AH
     sock = conf.L2socket(iface=c['iface'])
+    eth = Ether(src=c['mac_src'], dst=c['mac_dst'],
+                type=ETH_P_IP if c['outer'] == 4 else ETH_P_IPV6)
+    first = None
     try:
         ident = os.getpid() & 0xffff
         for seq in range(1, c['count'] + 1):
             payload = os.urandom(56)
             req = encrypt(sa_out, c, echo_request(c, ident, seq, payload))
-            frame = Ether(src=c['mac_src'], dst=c['mac_dst'],
-                          type=ETH_P_IP if c['outer'] == 4 else ETH_P_IPV6) / req
+            frame = eth / req
+            first = first or frame
             sock.send(frame)
             res['sent'] += 1
             deadline = time.monotonic() + c['timeout']
@@ -246,6 +265,11 @@ def main():
             res['errors'] += ['echo %d: %s' % (seq, e) for e in errs]
             if not errs:
                 res['replies'] += 1
+        if c.get('bad') and first is not None:
+            sock.send(first)
+            req = encrypt(sa_out, c, echo_request(c, ident, c['count'] + 1, os.urandom(56)))
+            sock.send(eth / tampered(c, req))
+            res['bad_sent'] = 2
     finally:
         sock.close()
     json.dump(res, sys.stdout)
