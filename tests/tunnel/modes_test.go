@@ -315,3 +315,23 @@ func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *daemon
 		t.Errorf("the engine took %d frames of IKE/keepalive traffic, want 0", d)
 	}
 }
+
+func TestAH(t *testing.T) {
+	testutil.RequireRoot(t)
+	var names []string
+	for _, tc := range []struct {
+		name string
+		sh   shape
+	}{
+		{"ah-tunnel", shape{mode: "tunnel", protos: []string{"ah"}}},
+		{"ah-transport", shape{mode: "transport", protos: []string{"ah"}}},
+		// RFC 4301 bundle: ESP inside, AH outside.
+		{"esp-ah-bundle-transport", shape{mode: "transport", protos: []string{"esp", "ah"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _, _ := runShape(t, tc.sh)
+			names = append(names, p.A.Name, p.B.Name)
+		})
+	}
+	checkNoLeaks(t, names)
+}

@@ -77,7 +77,11 @@
 //     namespace's UDP sockets. The engine does not learn a peer's new NAT
 //     mapping from received packets (the IKE daemon updates the SA).
 //   - A policy with several templates (an AH+ESP bundle) applies them in the
-//     order given, innermost first.
+//     order given, innermost first, at most two per packet; inbound, the
+//     SAs are undone outermost first as long as each is in transport mode,
+//     and the in policy must have a template for every SA that carried the
+//     packet. A tunnel-mode SA ends the unwrapping: an inner packet that is
+//     again IPsec for this host is delivered to the kernel as it is.
 //   - Outbound IPv4 packets without DF that do not fit are dropped and
 //     counted (out-too-big-dropped), not fragmented.
 package engine

@@ -26,6 +26,10 @@ const (
 	txRetries = 4
 	// ethLen is the Ethernet header the outbound path prepends.
 	ethLen = 14
+	// maxBundle is the most SAs one packet passes through (AH+ESP).
+	maxBundle = 2
+	// maxTemplates bounds the templates of a policy the workers check.
+	maxTemplates = 4
 	// outTailroom is left free at a frame's end for the ESP trailer and
 	// ICV when the TUN reads a packet into it.
 	outTailroom = 128
@@ -193,36 +197,59 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			c.c[InNotIP].Add(1)
 			continue
 		}
-		v := ipsec.ParseOuter(pkt[l3:], 0, &w.outer)
-		if v == ipsec.VerdictNotIPsec && w.outer.DstPort != 0 && w.e.isNATTPort(w.outer.DstPort) {
-			// UDP to an SA's extra NAT-T port (the XDP program steered
-			// it for that port): parse again with it.
-			v = ipsec.ParseOuter(pkt[l3:], w.outer.DstPort, &w.outer)
+		// Undo the SAs one by one, outermost first: after a
+		// transport-mode SA the rebuilt packet may carry the next SA of
+		// a bundle (ESP inside AH, RFC 4301 §4.5).
+		var sas [maxBundle]*sad.Association
+		nsa, off, end, ok := 0, l3, len(pkt), true
+		for ok {
+			v := ipsec.ParseOuter(pkt[off:end], 0, &w.outer)
+			if nsa > 0 && v != ipsec.VerdictOK {
+				break // the payload of the last SA is not IPsec: deliver it
+			}
+			if v == ipsec.VerdictNotIPsec && w.outer.DstPort != 0 && w.e.isNATTPort(w.outer.DstPort) {
+				// UDP to an SA's extra NAT-T port (the XDP program
+				// steered it for that port): parse again with it.
+				v = ipsec.ParseOuter(pkt[off:end], w.outer.DstPort, &w.outer)
+			}
+			if v != ipsec.VerdictOK {
+				c.v[v].Add(1)
+				w.dropped(v, pkt)
+				ok = false
+				break
+			}
+			a := db.Lookup(w.outer.SPI, w.outer.Dst, w.outer.Proto)
+			if a == nil || nsa == maxBundle {
+				c.v[ipsec.VerdictNoState].Add(1)
+				w.dropped(ipsec.VerdictNoState, pkt)
+				ok = false
+				break
+			}
+			if enc := a.Spec().Encap; (enc != nil) != w.outer.UDP || (enc != nil && enc.DstPort != w.outer.DstPort) {
+				c.c[InEncapMismatch].Add(1)
+				ok = false
+				break
+			}
+			r := a.Transform().DecryptParsedWith(w.scratch, pkt[:end], off, &w.outer)
+			a.Count(w.q, r.Verdict, r.N)
+			c.v[r.Verdict].Add(1)
+			if r.Verdict != ipsec.VerdictOK {
+				w.dropped(r.Verdict, pkt)
+				ok = false
+				break
+			}
+			sas[nsa] = a
+			nsa++
+			off, end = r.Off, r.Off+r.N
+			if a.Spec().Mode == ipsec.ModeTunnel {
+				break // a new packet begins: it is not ours to undo further
+			}
 		}
-		if v != ipsec.VerdictOK {
-			c.v[v].Add(1)
-			w.dropped(v, pkt)
+		if !ok {
 			continue
 		}
-		a := db.Lookup(w.outer.SPI, w.outer.Dst, w.outer.Proto)
-		if a == nil {
-			c.v[ipsec.VerdictNoState].Add(1)
-			w.dropped(ipsec.VerdictNoState, pkt)
-			continue
-		}
-		if enc := a.Spec().Encap; (enc != nil) != w.outer.UDP || (enc != nil && enc.DstPort != w.outer.DstPort) {
-			c.c[InEncapMismatch].Add(1)
-			continue
-		}
-		r := a.Transform().DecryptParsedWith(w.scratch, pkt, l3, &w.outer)
-		a.Count(w.q, r.Verdict, r.N)
-		c.v[r.Verdict].Add(1)
-		if r.Verdict != ipsec.VerdictOK {
-			w.dropped(r.Verdict, pkt)
-			continue
-		}
-		inner := pkt[r.Off : r.Off+r.N]
-		if !w.inboundAllowed(inner, a) {
+		inner := pkt[off:end]
+		if !w.inboundAllowed(inner, sas[:nsa]) {
 			c.c[InPolicyMismatch].Add(1)
 			continue
 		}
@@ -246,10 +273,11 @@ func (w *worker) dropped(v ipsec.Verdict, frame []byte) {
 }
 
 // inboundAllowed applies the inbound policies (RFC 4301 §5.2) to a
-// decrypted packet: no policy accepts (as Linux without an in policy), a
-// DISCARD refuses, a PROTECT needs a template the SA fits, a BYPASS accepts
-// only what a transport-mode SA carried.
-func (w *worker) inboundAllowed(inner []byte, a *sad.Association) bool {
+// decrypted packet and the SAs that carried it (outermost first): no policy
+// accepts (as Linux without an in policy), a DISCARD refuses, a PROTECT
+// needs every SA to fit one of its templates and every required template
+// to be fitted, a BYPASS accepts only what transport-mode SAs carried.
+func (w *worker) inboundAllowed(inner []byte, sas []*sad.Association) bool {
 	f := &w.flow
 	if !parseFlow(inner, f) {
 		return false
@@ -258,20 +286,43 @@ func (w *worker) inboundAllowed(inner []byte, a *sad.Association) bool {
 	if p == nil {
 		return true
 	}
-	spec := a.Spec()
 	switch p.Action() {
 	case sad.ActionDiscard:
 		return false
 	case sad.ActionBypass:
-		return spec.Mode == ipsec.ModeTransport
+		for _, a := range sas {
+			if a.Spec().Mode != ipsec.ModeTransport {
+				return false
+			}
+		}
+		return true
 	}
-	for _, t := range p.Templates() {
-		if t.Proto == spec.Proto && t.Mode == spec.Mode && (t.SPI == 0 || t.SPI == spec.SPI) &&
-			(!t.Dst.IsValid() || t.Dst == spec.Dst) {
-			return true
+	tmpls := p.Templates()
+	var used [maxTemplates]bool
+	if len(tmpls) > len(used) {
+		return false
+	}
+	for _, a := range sas {
+		spec := a.Spec()
+		fit := false
+		for i := range tmpls {
+			t := &tmpls[i]
+			if !used[i] && t.Proto == spec.Proto && t.Mode == spec.Mode && (t.SPI == 0 || t.SPI == spec.SPI) &&
+				(!t.Dst.IsValid() || t.Dst == spec.Dst) {
+				used[i], fit = true, true
+				break
+			}
+		}
+		if !fit {
+			return false
 		}
 	}
-	return false
+	for i := range tmpls {
+		if !used[i] && tmpls[i].Level != sad.LevelUse {
+			return false
+		}
+	}
+	return true
 }
 
 // outbound reads one batch from the TUN straight into frames of the
