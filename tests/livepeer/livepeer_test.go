@@ -107,7 +107,15 @@ type peerCase struct {
 	outer int // 4, 6: the outer (link) family
 	inner int // 4, 6: the tunnelled family
 	natt  bool
+	// esn turns extended sequence numbers on and starts both directions
+	// one packet below 2^32, so that the exchange crosses the wrap of the
+	// low half.
+	esn bool
 }
+
+// esnStart is the 64-bit sequence number of the first packet each way in
+// the ESN cases: the echoes then carry 2^32-1, 2^32, 2^32+1.
+const esnStart = 1<<32 - 1
 
 // Tunnel addresses of the inner hosts (the TUN's address in A; the scapy
 // peer's inner address in B).
@@ -152,6 +160,11 @@ type peerInput struct {
 	// Bad asks the peer for a replay of its first request and a request
 	// with a flipped last byte after the echoes.
 	Bad bool `json:"bad"`
+	// ESN, SeqOut, SeqIn: extended sequence numbers; the 64-bit sequence
+	// number of the peer's first packet and of xdpsec's first reply.
+	ESN    bool   `json:"esn"`
+	SeqOut uint64 `json:"seq_out"`
+	SeqIn  uint64 `json:"seq_in"`
 }
 
 // peerResult is peer.py's stdout.
@@ -173,7 +186,7 @@ func randHex(t *testing.T, n int) string {
 }
 
 // newSA makes one direction's SA with fresh random keys.
-func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool) saSide {
+func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool, extra ...string) saSide {
 	t.Helper()
 	s := saSide{Proto: a.proto, SPI: spi, Src: src, Dst: dst, Crypt: a.scapyCrypt, ICV: a.icv, Auth: a.scapyAuth}
 	var words []string
@@ -196,7 +209,7 @@ func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool) saSide 
 		s.NATT = &[2]int{4500, 4500}
 		words = append(words, "encap espinudp 4500 4500 0.0.0.0")
 	}
-	s.xfrmAlgo = strings.Join(words, " ")
+	s.xfrmAlgo = strings.Join(append(words, extra...), " ")
 	return s
 }
 
@@ -398,6 +411,9 @@ var liveCases = []peerCase{
 	{name: "4in6-aes-gcm-128", algo: aesGCM128, outer: 6, inner: 4},
 	{name: "6in4-aes-gcm-128", algo: aesGCM128, outer: 4, inner: 6},
 	{name: "ah-hmac-sha256", algo: ahSHA256, outer: 4, inner: 4},
+	{name: "esn-aes-gcm-128", algo: aesGCM128, outer: 4, inner: 4, esn: true},
+	{name: "esn-aes-cbc-hmac-sha256", algo: cbcSHA256, outer: 4, inner: 4, esn: true},
+	{name: "esn-ah-hmac-sha256", algo: ahSHA256, outer: 4, inner: 4, esn: true},
 	{name: "ipv6-ah-hmac-sha256", algo: ahSHA256, outer: 6, inner: 6},
 }
 
@@ -418,8 +434,15 @@ func TestScapyPeerEcho(t *testing.T) {
 				outerA, outerB = p.IPv6A.String(), p.IPv6B.String()
 			}
 			base := uint32(0x5000 + 0x10*i)
-			toA := newSA(t, c.algo, base+1, outerB, outerA, c.natt) // scapy -> xdpsec
-			toB := newSA(t, c.algo, base+2, outerA, outerB, c.natt) // xdpsec -> scapy
+			seq := uint64(1)
+			var inWords, outWords []string
+			if c.esn {
+				seq = esnStart
+				inWords = []string{"flag", "esn", "replay-seq", fmt.Sprintf("0x%x", seq-1)}
+				outWords = []string{"flag", "esn", "replay-oseq", fmt.Sprintf("0x%x", seq-1)}
+			}
+			toA := newSA(t, c.algo, base+1, outerB, outerA, c.natt, inWords...)  // scapy -> xdpsec
+			toB := newSA(t, c.algo, base+2, outerA, outerB, c.natt, outWords...) // xdpsec -> scapy
 			pin := mountBPFFS(t)
 			conf, sock := writeConfig(t, p, pin, c.inner, toB, toA)
 			d := startDaemon(t, p.A, conf, sock)
@@ -430,6 +453,7 @@ func TestScapyPeerEcho(t *testing.T) {
 				Outer: c.outer, Inner: c.inner,
 				InnerSrc: innerAddrs[c.inner][1], InnerDst: innerAddrs[c.inner][0],
 				Out: toA, In: toB, Count: echoes, Timeout: 3, Bad: true,
+				ESN: c.esn, SeqOut: seq, SeqIn: seq,
 			})
 			// The two bad packets get no reply to wait for: poll (bounded)
 			// until the engine has judged every packet the peer sent.
@@ -444,10 +468,11 @@ func TestScapyPeerEcho(t *testing.T) {
 				t.Fatalf("scapy peer: sent %d (+%d bad), %d verified echo replies of %d; errors:\n  %s%s",
 					res.Sent, res.BadSent, res.Replies, echoes, strings.Join(res.Errors, "\n  "), d.dump())
 			}
-			// xdpsec numbers its outbound packets from 1 on a fresh SA.
+			// xdpsec numbers its outbound packets from its configured
+			// start (1 on a fresh SA); the wire carries the low half.
 			for k, s := range res.Seqs {
-				if s != uint32(k+1) {
-					t.Errorf("reply %d carried sequence number %d, want %d", k+1, s, k+1)
+				if want := uint32(seq + uint64(k)); s != want {
+					t.Errorf("reply %d carried sequence number %d, want %d", k+1, s, want)
 				}
 			}
 			// The counters moved by exactly the traffic the peer made: the

@@ -13,6 +13,9 @@ It reads one case as JSON on stdin (keys travel there, never in argv):
                                 trailing salt), natt [sport, dport] or null
   count, timeout                echo requests to send, seconds to wait for
                                 each reply
+  esn, seq_out, seq_in          extended sequence numbers on both SAs; the
+                                64-bit sequence number of the peer's first
+                                packet and of xdpsec's first reply
   bad                           then also send two packets xdpsec must drop:
                                 the first request again (a replay) and a
                                 fresh one with its last byte flipped (the
@@ -31,6 +34,7 @@ where it bites: the NAT-T UDP length (left at 8 by scapy) and decrypting
 ESP-in-UDP (scapy expects ESP right after the IP header), and the inner
 packet of AH tunnel mode (returned as Raw).
 """
+import hmac
 import json
 import os
 import select
@@ -48,7 +52,8 @@ from scapy.layers.ipsec import AH, ESP, IPSecIntegrityError, SecurityAssociation
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86dd
 
 
-def make_sa(s, outer):
+def make_sa(s, c):
+    outer = c['outer']
     tunnel = IP(src=s['src'], dst=s['dst'], ttl=64) if outer == 4 else \
         IPv6(src=s['src'], dst=s['dst'], hlim=64)
     natt = UDP(sport=s['natt'][0], dport=s['natt'][1]) if s.get('natt') else None
@@ -59,7 +64,20 @@ def make_sa(s, outer):
         crypt_icv_size=s.get('icv') or None,
         auth_algo=s.get('auth'),
         auth_key=bytes.fromhex(s['auth_key']) if s.get('auth_key') else None,
-        tunnel_header=tunnel, nat_t_header=natt)
+        tunnel_header=tunnel, nat_t_header=natt, esn_en=bool(c.get('esn')))
+
+
+def non_aead_esp_esn(sa, c):
+    return c.get('esn') and sa.proto is ESP and not sa.crypt_algo.is_aead
+
+
+def esn_icv(sa, esp, hi):
+    """Quirk: scapy 2.5 leaves the high ESN bits out of the ICV of non-AEAD
+    ESP (it hashes only the ESP packet); RFC 4303 §2.2.1 appends them to the
+    authenticated data. The ICV computed that way."""
+    n = sa.auth_algo.icv_size
+    return hmac.new(sa.auth_key, raw(esp)[:-n] + struct.pack('!L', hi),
+                    sa.auth_algo.digestmod.name).digest()[:n]
 
 
 def echo_request(c, ident, seq, payload):
@@ -72,8 +90,15 @@ def echo_request(c, ident, seq, payload):
     return p.__class__(raw(p))
 
 
-def encrypt(sa, c, inner):
+def encrypt(sa, c, inner, seq):
+    """inner protected by sa with the 64-bit sequence number seq."""
+    # Quirk: scapy takes seq_num=0 as "not given" (seq_num or
+    # self.seq_num), and esn=0 likewise: set the SA's counters instead.
+    sa.seq_num, sa.esn = seq & 0xffffffff, seq >> 32
     e = sa.encrypt(inner)
+    if non_aead_esp_esn(sa, c):
+        n = sa.auth_algo.icv_size
+        e[ESP].data = e[ESP].data[:-n] + esn_icv(sa, e[ESP], seq >> 32)
     if c['out'].get('natt'):
         # Quirk: scapy 2.5 leaves the NAT-T UDP length at 8. Checksum 0 is
         # what RFC 3948 §2.1 allows for IPv4; for IPv6 let scapy compute it.
@@ -138,7 +163,7 @@ def outer_of(frame, c):
     return ipp
 
 
-def esp_trailer_errors(c, sa, esp):
+def esp_trailer_errors(c, sa, esp, hi):
     """Checks what scapy does not (quirk: its decrypt ignores the padding
     bytes): the ESP trailer of xdpsec's packet. RFC 4303 §2.4: padding
     1, 2, 3, ...; the payload, padding, pad length and next header fill
@@ -149,7 +174,9 @@ def esp_trailer_errors(c, sa, esp):
     if s['crypt'] in ('AES-GCM', 'CHACHA20-POLY1305'):
         aead = AESGCM(key[:-4]) if s['crypt'] == 'AES-GCM' else ChaCha20Poly1305(key[:-4])
         iv, body = esp.data[:8], esp.data[8:]
-        pt = aead.decrypt(key[-4:] + iv, body, struct.pack('!LL', esp.spi, esp.seq))
+        aad = struct.pack('!LLL', esp.spi, hi, esp.seq) if c.get('esn') else \
+            struct.pack('!LL', esp.spi, esp.seq)
+        pt = aead.decrypt(key[-4:] + iv, body, aad)
         align = 4
     elif s['crypt'] == 'AES-CBC':
         n = sa.auth_algo.icv_size
@@ -206,7 +233,7 @@ def check_reply(c, dec, ident, seq, payload):
 
 def main():
     c = json.load(sys.stdin)
-    sa_out, sa_in = make_sa(c['out'], c['outer']), make_sa(c['in'], c['outer'])
+    sa_out, sa_in = make_sa(c['out'], c), make_sa(c['in'], c)
     res = {'sent': 0, 'replies': 0, 'errors': [], 'seqs': [], 'bad_sent': 0}
     layer = ESP if c['in']['proto'] == 'esp' else AH
     sock = conf.L2socket(iface=c['iface'])
@@ -217,7 +244,7 @@ def main():
         ident = os.getpid() & 0xffff
         for seq in range(1, c['count'] + 1):
             payload = os.urandom(56)
-            req = encrypt(sa_out, c, echo_request(c, ident, seq, payload))
+            req = encrypt(sa_out, c, echo_request(c, ident, seq, payload), c['seq_out'] + seq - 1)
             frame = eth / req
             first = first or frame
             sock.send(frame)
@@ -244,13 +271,24 @@ def main():
                     res['errors'].append('echo %d: NAT-T UDP length %d, payload %d' % (seq, u.len, len(raw(u.payload))))
                 got = strip_natt(got, c['outer'])
             res['seqs'].append(got[layer].seq)
+            # The high half of the sequence number is not on the wire:
+            # the receiver knows it (here: the reply xdpsec must send).
+            hi = (c['seq_in'] + seq - 1) >> 32
+            sa_in.esn = hi
+            verify = True
+            if non_aead_esp_esn(sa_in, c):
+                n = sa_in.auth_algo.icv_size
+                if raw(got[ESP])[-n:] != esn_icv(sa_in, got[ESP], hi):
+                    res['errors'].append('echo %d: ICV with ESN high bits %d does not verify' % (seq, hi))
+                    continue
+                verify = False  # checked above; scapy would leave ESN out
             if layer is ESP:
                 try:
-                    res['errors'] += ['echo %d: %s' % (seq, e) for e in esp_trailer_errors(c, sa_in, got[ESP])]
+                    res['errors'] += ['echo %d: %s' % (seq, e) for e in esp_trailer_errors(c, sa_in, got[ESP], hi)]
                 except Exception as e:  # scapy's decrypt below says why
                     res['errors'].append('echo %d: trailer check: %r' % (seq, e))
             try:
-                dec = sa_in.decrypt(got)
+                dec = sa_in.decrypt(got, verify=verify)
             except IPSecIntegrityError as e:
                 res['errors'].append('echo %d: scapy: integrity check failed: %s' % (seq, e))
                 continue
@@ -267,7 +305,7 @@ def main():
                 res['replies'] += 1
         if c.get('bad') and first is not None:
             sock.send(first)
-            req = encrypt(sa_out, c, echo_request(c, ident, c['count'] + 1, os.urandom(56)))
+            req = encrypt(sa_out, c, echo_request(c, ident, c['count'] + 1, os.urandom(56)), c['seq_out'] + c['count'])
             sock.send(eth / tampered(c, req))
             res['bad_sent'] = 2
     finally:
