@@ -338,8 +338,20 @@ func TestCoalesceRoundTrip(t *testing.T) {
 		if len(super) != l4+32+20000 {
 			t.Fatalf("super-packet %d bytes", len(super))
 		}
-		// What the kernel would do with it: segment it back.
+		// The checksum field is the kernel's partial: completing it over
+		// the whole super-packet (what skb_checksum_help does) gives a
+		// correct checksum.
 		var s Segmenter
+		if err := s.Reset(super, Hdr{Flags: FlagNeedsCsum, CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}); err != nil {
+			t.Fatal(err)
+		}
+		whole := make([]byte, 70000)
+		if n, err := s.Next(whole); err != nil || n != len(super) {
+			t.Fatalf("complete the partial checksum: %d, %v", n, err)
+		} else {
+			checkPacket(t, whole[:n])
+		}
+		// What the kernel would do with it: segment it back.
 		if err := s.Reset(super, h); err != nil {
 			t.Fatal(err)
 		}
