@@ -71,8 +71,27 @@ type daemon struct {
 	conf   string
 	socket string
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *logBuffer
 	done   chan struct{}
+}
+
+// logBuffer collects a daemon's output; tests read it while the daemon
+// writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // mountBPFFS gives the test a bpffs of its own for the pins: visible from
@@ -119,7 +138,7 @@ func startDaemon(t *testing.T, ns *testutil.NS, conf, socket string) *daemon {
 
 func (d *daemon) start() {
 	d.t.Helper()
-	d.out = &bytes.Buffer{}
+	d.out = &logBuffer{}
 	d.cmd = d.ns.Command(d.bin, "run", "--config", d.conf, "--socket", d.socket)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {

@@ -83,5 +83,9 @@
 //     packet. A tunnel-mode SA ends the unwrapping: an inner packet that is
 //     again IPsec for this host is delivered to the kernel as it is.
 //   - Outbound IPv4 packets without DF that do not fit are dropped and
-//     counted (out-too-big-dropped), not fragmented.
+//     counted (out-too-big-dropped), not fragmented; so are IPv6 packets
+//     when the tunnel's inner MTU (route MTU minus overhead) is below 1280,
+//     which IPv6 forbids announcing (RFC 8200 §5): give IPv6 tunnels a link
+//     MTU of at least 1280 plus the SA's overhead. The outer packet is never
+//     fragmented.
 package engine
