@@ -74,6 +74,54 @@ struct {
 	__type(value, struct xdpsec_last);
 } xdpsec_lastpkt SEC(".maps");
 
+/* Bytes of the L4 header classify_l4 may read: UDP (8) + ESP SPI/marker. */
+#define L4_WINDOW 16
+
+/*
+ * Bytes after the IPv6 header copied at once for the extension header walk.
+ * A power of two: offsets in the copy are masked with EXT_MASK so that the
+ * verifier sees them bounded (they are multiples of 8 below EXT_WINDOW
+ * already, so the mask never changes one).
+ */
+#define EXT_WINDOW 64
+#define EXT_MASK (EXT_WINDOW - 8)
+
+/*
+ * xdpsec_scratch is per-CPU scratch memory for the IPv6 extension header
+ * walk: one bpf_xdp_load_bytes() copies what follows the fixed header, and
+ * the walk reads it at variable offsets, which a map value allows without
+ * CAP_PERFMON (a packet pointer or the stack does not). Nothing survives a
+ * packet; never pinned.
+ */
+struct xdpsec_scratch {
+	__u8 b[EXT_WINDOW + L4_WINDOW]; /* the tail keeps masked reads in bounds */
+	__u32 rel;			/* see ext_at */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdpsec_scratch);
+} xdpsec_scratch SEC(".maps");
+
+/*
+ * ext_at returns rel (a multiple of 8 below EXT_WINDOW) as an index into
+ * scratch->b the verifier accepts without CAP_PERFMON. There, "map value +=
+ * register" is allowed but masked against speculation, and every path
+ * through one such instruction must give the register the same bounds.
+ * rel's bounds differ from path to path (they follow the headers walked),
+ * so it round-trips through the map value, whence the verifier knows
+ * nothing of it, and is masked with EXT_MASK: [0, 56] on every path. The
+ * mask never changes a valid rel; the round trip costs a store and a load.
+ */
+static __always_inline __u32 ext_at(struct xdpsec_scratch *scratch, __u32 rel)
+{
+	scratch->rel = rel;
+	asm volatile("" ::: "memory"); /* reload: the verifier must see a map read */
+	return scratch->rel & EXT_MASK;
+}
+
 static __always_inline int verdict(int action, __u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&xdpsec_counters, &reason);
@@ -169,18 +217,35 @@ static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
 }
 
 /*
- * l4 classifies what follows the IP header(s). l4 points at the protocol
- * header, rem is the number of bytes from there to the end of the IP
- * datagram as its length field says (frame padding excluded).
+ * Why there is no variable packet-pointer arithmetic below: without
+ * CAP_PERFMON the verifier sanitises every "pointer += register" against
+ * Spectre v1 and knows no limit for packet pointers, so it refuses them
+ * ("pointer arithmetic with it prohibited for !root"). xdpsec must load with
+ * CAP_BPF + CAP_NET_ADMIN alone (deploy/xdpsec.service), so every packet
+ * pointer here is data plus a constant: the VLAN walk is unrolled, IPv4
+ * without options and IPv6 without extension headers put L4 at a constant
+ * offset. Lengths are compared as numbers against bpf_xdp_get_buff_len(),
+ * and what sits at a variable offset (IPv4 options, IPv6 extension headers,
+ * ESP after AH) is read with bpf_xdp_load_bytes().
+ */
+
+/*
+ * classify_l4 classifies what follows the IP header(s). hdr points at
+ * L4_WINDOW readable bytes holding the start of the protocol header (bytes
+ * past rem are garbage and never decide anything); l4off is the header's
+ * offset from the start of the frame; rem is the number of bytes from there
+ * to the end of the IP datagram as its length field says (frame padding
+ * excluded), and the caller has checked that the datagram fits in the
+ * frame, so rem alone bounds every read.
  */
 static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key *key,
-				       __u8 proto, void *l4, void *end, __u32 rem,
+				       __u8 proto, const void *hdr, __u32 l4off, __u32 rem,
 				       __u32 ip_len)
 {
 	if (proto == IPPROTO_ESP) {
-		struct ip_esp_hdr *esp = l4;
+		const struct ip_esp_hdr *esp = hdr;
 
-		if (rem < sizeof(*esp) || (void *)(esp + 1) > end)
+		if (rem < sizeof(*esp))
 			return drop(XDPSEC_REASON_MALFORMED_ESP);
 		if (esp->spi == 0)
 			return drop(XDPSEC_REASON_MALFORMED_ESP);
@@ -190,10 +255,10 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 	}
 
 	if (proto == IPPROTO_AH) {
-		struct ip_auth_hdr *ah = l4;
+		const struct ip_auth_hdr *ah = hdr;
 		__u32 ah_len;
 
-		if (rem < sizeof(*ah) || (void *)(ah + 1) > end)
+		if (rem < sizeof(*ah))
 			return drop(XDPSEC_REASON_MALFORMED_AH);
 		ah_len = ((__u32)ah->hdrlen + 2) * 4;
 		if (ah_len < sizeof(*ah) || ah_len > rem)
@@ -204,11 +269,14 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 		if (ah->spi == 0)
 			return drop(XDPSEC_REASON_MALFORMED_AH);
 		if (ah->nexthdr == IPPROTO_ESP) {
-			struct ip_esp_hdr *esp = l4 + ah_len;
+			__be32 spi;
 
-			if (rem - ah_len < sizeof(*esp) || (void *)(esp + 1) > end)
+			if (rem - ah_len < sizeof(struct ip_esp_hdr))
 				return drop(XDPSEC_REASON_MALFORMED_ESP);
-			if (esp->spi == 0)
+			/* Inside the datagram, so inside the frame: cannot fail. */
+			if (bpf_xdp_load_bytes(ctx, l4off + ah_len, &spi, sizeof(spi)))
+				return drop(XDPSEC_REASON_MALFORMED_ESP);
+			if (spi == 0)
 				return drop(XDPSEC_REASON_MALFORMED_ESP);
 		}
 		/* AH is processed first: its SA decides. */
@@ -218,12 +286,12 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 	}
 
 	if (proto == IPPROTO_UDP) {
-		struct udphdr *udp = l4;
-		__u8 *payload = (void *)(udp + 1);
+		const struct udphdr *udp = hdr;
+		const __u8 *payload = hdr + sizeof(*udp);
 		__u16 dport, ulen;
 		__u32 plen;
 
-		if (rem < 4 || (void *)&udp->len > end)
+		if (rem < 4)
 			return pass(XDPSEC_REASON_PASS_UNPARSED);
 		dport = bpf_ntohs(udp->dest);
 		if (dport == IKE_PORT)
@@ -232,26 +300,24 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 			return pass(XDPSEC_REASON_PASS_OTHER);
 
 		/* RFC 3948 §2: the UDP length decides, not the frame. */
-		if (rem < sizeof(*udp) || (void *)(udp + 1) > end)
+		if (rem < sizeof(*udp))
 			return drop(XDPSEC_REASON_MALFORMED_UDP);
 		ulen = bpf_ntohs(udp->len);
 		if (ulen < sizeof(*udp) || ulen > rem)
 			return drop(XDPSEC_REASON_MALFORMED_UDP);
 		plen = ulen - sizeof(*udp);
 		if (plen == 1) {
-			if ((void *)(payload + 1) > end)
-				return drop(XDPSEC_REASON_MALFORMED_UDP);
 			if (payload[0] == 0xff)
 				return pass(XDPSEC_REASON_PASS_KEEPALIVE);
 			return drop(XDPSEC_REASON_MALFORMED_UDP);
 		}
-		if (plen < 4 || (void *)(payload + 4) > end)
+		if (plen < 4)
 			return drop(XDPSEC_REASON_MALFORMED_UDP);
-		if (*(__u32 *)payload == 0) /* non-ESP marker */
+		if (*(const __u32 *)payload == 0) /* non-ESP marker */
 			return pass(XDPSEC_REASON_PASS_IKE);
-		if (plen < sizeof(struct ip_esp_hdr) || (void *)(payload + 8) > end)
+		if (plen < sizeof(struct ip_esp_hdr))
 			return drop(XDPSEC_REASON_MALFORMED_ESP);
-		key->spi_be = *(__be32 *)payload;
+		key->spi_be = *(const __be32 *)payload;
 		key->proto = IPPROTO_ESP;
 		return steer(ctx, key, XDPSEC_CLASS_UDP_ESP, dport, ip_len);
 	}
@@ -259,12 +325,55 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 	return pass(XDPSEC_REASON_PASS_OTHER);
 }
 
+/*
+ * classify_l4_copied classifies an L4 header at a variable offset: it copies
+ * the window to the stack first (the rare shapes: IPv4 options, IPv6
+ * extension headers past the scratch window, datagrams shorter than the
+ * window). key->proto holds the L4 protocol on entry. A subprogram, not
+ * inlined: its four callers would otherwise each carry a copy of
+ * classify_l4, and the fast paths' code would spread over more cache lines.
+ */
+static __noinline int classify_l4_copied(struct xdp_md *ctx, struct xdpsec_sa_key *key,
+					 __u32 l4off, __u32 rem, __u32 ip_len)
+{
+	__u64 win[L4_WINDOW / 8] = {}; /* 8-aligned: stack reads must be aligned */
+	__u64 n = rem < L4_WINDOW ? rem : L4_WINDOW;
+
+	/* Test n itself, not rem: the verifier must see 1 <= n <= 16. */
+	asm volatile("" : "+r"(n));
+	if (n > 0 && bpf_xdp_load_bytes(ctx, l4off, win, n))
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	return classify_l4(ctx, key, key->proto, win, l4off, rem, ip_len);
+}
+
+/*
+ * classify_l4_at classifies an L4 header at l4, data plus a constant: in
+ * place when the window fits in the frame (every packet of real size), else
+ * from a copy.
+ */
+static __always_inline int classify_l4_at(struct xdp_md *ctx, struct xdpsec_sa_key *key,
+					  __u8 proto, void *l4, void *end, __u32 l4off,
+					  __u32 rem, __u32 ip_len)
+{
+	if (l4 + L4_WINDOW <= end)
+		return classify_l4(ctx, key, proto, l4, l4off, rem, ip_len);
+	key->proto = proto;
+	return classify_l4_copied(ctx, key, l4off, rem, ip_len);
+}
+
 static __always_inline int interesting_l4(__u8 proto)
 {
 	return proto == IPPROTO_ESP || proto == IPPROTO_AH || proto == IPPROTO_UDP;
 }
 
-static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, void *end)
+/* frame_len is the frame's length: the number that packet pointers differ by. */
+static __always_inline __u32 frame_len(struct xdp_md *ctx)
+{
+	return (__u32)bpf_xdp_get_buff_len(ctx);
+}
+
+/* l3 is data + l3off, l3off a constant on every verifier path. */
+static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
 {
 	struct iphdr *ip = l3;
 	struct xdpsec_sa_key key;
@@ -279,14 +388,19 @@ static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, void *end
 
 	hlen = (ip->ver_ihl & 0x0f) * 4;
 	tot = bpf_ntohs(ip->tot_len);
+	/* l3off + sizeof(*ip) <= frame_len: no underflow. */
 	if ((ip->ver_ihl >> 4) != 4 || hlen < sizeof(*ip) || tot < hlen ||
-	    l3 + tot > end)
+	    tot > frame_len(ctx) - l3off)
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memcpy(key.daddr, &ip->daddr, 4);
 	key.family = XDPSEC_FAMILY_IPV4;
-	return classify_l4(ctx, &key, ip->protocol, l3 + hlen, end, tot - hlen, tot);
+	if (hlen == sizeof(*ip))
+		return classify_l4_at(ctx, &key, ip->protocol, l3 + sizeof(*ip), end,
+				      l3off + sizeof(*ip), tot - hlen, tot);
+	key.proto = ip->protocol;
+	return classify_l4_copied(ctx, &key, l3off + hlen, tot - hlen, tot);
 }
 
 static __always_inline int is_ipv6_opt(__u8 nh)
@@ -294,11 +408,13 @@ static __always_inline int is_ipv6_opt(__u8 nh)
 	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS;
 }
 
-static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, void *end)
+static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
 {
 	struct ipv6hdr *ip6 = l3;
+	struct xdpsec_scratch *scratch;
 	struct xdpsec_sa_key key;
-	__u32 off = sizeof(*ip6), tot;
+	__u32 off = sizeof(*ip6), tot, rel, zero;
+	__u64 copied;
 	__u8 nh;
 
 	if ((void *)(ip6 + 1) > end)
@@ -311,20 +427,49 @@ static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, void *end
 	}
 
 	tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-	if (l3 + tot > end)
+	/* l3off + sizeof(*ip6) <= frame_len: no underflow. */
+	if (tot > frame_len(ctx) - l3off)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.daddr, ip6->daddr, 16);
+	key.family = XDPSEC_FAMILY_IPV6;
+	if (!is_ipv6_opt(nh)) /* the common case: L4 right after the header */
+		return classify_l4_at(ctx, &key, nh, l3 + sizeof(*ip6), end,
+				      l3off + sizeof(*ip6), tot - sizeof(*ip6), tot);
+
+	/*
+	 * Extension headers: copy up to EXT_WINDOW bytes after the fixed
+	 * header once and walk the copy; a header beyond it is loaded alone.
+	 */
+	zero = 0;
+	scratch = bpf_map_lookup_elem(&xdpsec_scratch, &zero);
+	if (!scratch)
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	copied = tot - sizeof(*ip6) < EXT_WINDOW ? tot - sizeof(*ip6) : EXT_WINDOW;
+	asm volatile("" : "+r"(copied)); /* the verifier must see copied itself */
+	if (copied < 8) /* not even one extension header */
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	if (bpf_xdp_load_bytes(ctx, l3off + sizeof(*ip6), scratch->b, copied))
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 
 #pragma unroll
 	for (int i = 0; i < XDPSEC_MAX_IPV6_EXT_HDRS; i++) {
-		struct ipv6_opt_hdr *opt;
+		__u32 rel = off - sizeof(*ip6);
+		struct ipv6_opt_hdr opt;
 
 		if (!is_ipv6_opt(nh))
 			break;
-		opt = l3 + off;
-		if ((void *)(opt + 1) > end || off + 8 > tot)
+		/* off + 8 <= tot <= frame: the load cannot fail. */
+		if (off + 8 > tot)
 			return pass(XDPSEC_REASON_PASS_UNPARSED);
-		nh = opt->nexthdr;
-		off += ((__u32)opt->hdrlen + 1) * 8;
+		if (rel + sizeof(opt) <= copied && rel < EXT_WINDOW - 1) {
+			opt = *(struct ipv6_opt_hdr *)&scratch->b[ext_at(scratch, rel)];
+		} else if (bpf_xdp_load_bytes(ctx, l3off + off, &opt, sizeof(opt))) {
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
+		}
+		nh = opt.nexthdr;
+		off += ((__u32)opt.hdrlen + 1) * 8;
 	}
 	if (nh == IPPROTO_FRAGMENT)
 		return pass(XDPSEC_REASON_PASS_FRAGMENT);
@@ -332,11 +477,12 @@ static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, void *end
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 	if (!interesting_l4(nh))
 		return pass(XDPSEC_REASON_PASS_OTHER);
-
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.daddr, ip6->daddr, 16);
-	key.family = XDPSEC_FAMILY_IPV6;
-	return classify_l4(ctx, &key, nh, l3 + off, end, tot - off, tot);
+	rel = off - sizeof(*ip6);
+	if (rel + L4_WINDOW <= copied && rel <= EXT_WINDOW - L4_WINDOW)
+		return classify_l4(ctx, &key, nh, &scratch->b[ext_at(scratch, rel)], l3off + off,
+				   tot - off, tot);
+	key.proto = nh;
+	return classify_l4_copied(ctx, &key, l3off + off, tot - off, tot);
 }
 
 SEC("xdp")
@@ -346,6 +492,7 @@ int xdpsec_classify(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	void *l3 = data + sizeof(*eth);
+	__u32 l3off = sizeof(*eth);
 	__be16 proto;
 
 	if (xdpsec_record_last) {
@@ -370,12 +517,13 @@ int xdpsec_classify(struct xdp_md *ctx)
 			return pass(XDPSEC_REASON_PASS_UNPARSED);
 		proto = vlan->encap_proto;
 		l3 = vlan + 1;
+		l3off += sizeof(*vlan);
 	}
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return classify_ipv4(ctx, l3, end);
+		return classify_ipv4(ctx, l3, l3off, end);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return classify_ipv6(ctx, l3, end);
+		return classify_ipv6(ctx, l3, l3off, end);
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 	return pass(XDPSEC_REASON_PASS_OTHER);

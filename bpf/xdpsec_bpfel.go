@@ -100,6 +100,12 @@ type xdpsecXdpsecSaKey struct {
 	Pad    uint16
 }
 
+type xdpsecXdpsecScratch struct {
+	_   structs.HostLayout
+	B   [80]uint8
+	Rel uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -108,6 +114,7 @@ const (
 	xdpsecMapXdpsecCounters   = "xdpsec_counters"
 	xdpsecMapXdpsecLastpkt    = "xdpsec_lastpkt"
 	xdpsecMapXdpsecSas        = "xdpsec_sas"
+	xdpsecMapXdpsecScratch    = "xdpsec_scratch"
 	xdpsecMapXdpsecXsks       = "xdpsec_xsks"
 	xdpsecProgXdpsecClassify  = "xdpsec_classify"
 	xdpsecVarXdpsecClass      = "_xdpsec_class"
@@ -171,6 +178,7 @@ type xdpsecMapSpecs struct {
 	XdpsecCounters *ebpf.MapSpec `ebpf:"xdpsec_counters"`
 	XdpsecLastpkt  *ebpf.MapSpec `ebpf:"xdpsec_lastpkt"`
 	XdpsecSas      *ebpf.MapSpec `ebpf:"xdpsec_sas"`
+	XdpsecScratch  *ebpf.MapSpec `ebpf:"xdpsec_scratch"`
 	XdpsecXsks     *ebpf.MapSpec `ebpf:"xdpsec_xsks"`
 }
 
@@ -210,6 +218,7 @@ type xdpsecMaps struct {
 	XdpsecCounters *ebpf.Map `ebpf:"xdpsec_counters"`
 	XdpsecLastpkt  *ebpf.Map `ebpf:"xdpsec_lastpkt"`
 	XdpsecSas      *ebpf.Map `ebpf:"xdpsec_sas"`
+	XdpsecScratch  *ebpf.Map `ebpf:"xdpsec_scratch"`
 	XdpsecXsks     *ebpf.Map `ebpf:"xdpsec_xsks"`
 }
 
@@ -219,6 +228,7 @@ func (m *xdpsecMaps) Close() error {
 		m.XdpsecCounters,
 		m.XdpsecLastpkt,
 		m.XdpsecSas,
+		m.XdpsecScratch,
 		m.XdpsecXsks,
 	)
 }

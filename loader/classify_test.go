@@ -157,6 +157,21 @@ func classifyCases() []classifyCase {
 		{name: "udp4 4500 SA on 4501", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3003, 32), 0)}.frame(), reason: ReasonStateMismatch, sa: 7},
 		{name: "udp4 4500 SA without encap", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x1001, 32), 0)}.frame(), reason: ReasonStateMismatch, sa: 1},
 		{name: "udp4 4500 UDP-ESP disabled", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 32), 0)}.frame(), reason: ReasonDisabledClass, sa: 5, config: &noUDP},
+		// The program reads what sits at a variable offset (IPv4 options, IPv6
+		// extension headers) from copies: a 64-byte window after the IPv6
+		// header, single loads past it, a 16-byte L4 window on the stack.
+		{name: "esp6 L4 at the end of the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 5}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 L4 straddling the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 6}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 L4 past the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, {60, 8}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 ext header past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 7}, hbh, rt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 spi 0 past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 7}, hbh}, payload: esp(0, 64)}.frame(), reason: ReasonMalformedESP},
+		{name: "esp6 ext walk ends in a short payload", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, payload: esp(0x1002, -1)}.frame(), reason: ReasonMalformedESP},
+		{name: "ah6 after dstopts then esp", frame: v6{dst: dst6, proto: 51, exts: []ext{dopt}, payload: ah(50, 0x2002, 20, -1, esp(0x1002, 16))}.frame(), reason: ReasonSteerFallback, sa: 4},
+		{name: "ah6 after dstopts then esp spi 0", frame: v6{dst: dst6, proto: 51, exts: []ext{dopt}, payload: ah(50, 0x2002, 20, -1, esp(0, 16))}.frame(), reason: ReasonMalformedESP},
+		{name: "udp6 keepalive after hbh", frame: v6{dst: dst6, proto: 17, exts: []ext{hbh}, payload: udp(4500, []byte{0xff}, 0)}.frame(), reason: ReasonPassKeepalive},
+		{name: "udp4 keepalive after ip options", frame: v4{dst: dst4, proto: 17, options: 8, payload: udp(4500, []byte{0xff}, 0)}.frame(), reason: ReasonPassKeepalive},
+		{name: "udp4 3 bytes after ip options", frame: v4{dst: dst4, proto: 17, options: 4, payload: []byte{0x11, 0x94, 0x11}}.frame(), reason: ReasonPassUnparsed},
+		{name: "ah4 after ip options then esp", frame: v4{dst: dst4, proto: 51, options: 12, payload: ah(50, 0x2001, 12, -1, esp(0x1001, 32))}.frame(), reason: ReasonSteerFallback, sa: 3},
 		{name: "udp4 4500 frame padding ignored", frame: append(v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xff}, 0)}.frame(), bytesOf(0, 17)...), reason: ReasonPassKeepalive},
 	}
 }
