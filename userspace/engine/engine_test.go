@@ -209,36 +209,3 @@ func TestLoadConfigRefusesReadableKeys(t *testing.T) {
 		}
 	}
 }
-
-func TestParseFlow(t *testing.T) {
-	// IPv4 UDP 192.0.2.1:1234 -> 198.51.100.2:4789.
-	v4 := []byte{0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2, 0x04, 0xd2, 0x12, 0xb5, 0, 8, 0, 0}
-	var f flow
-	if !parseFlow(v4, &f) || f.proto != 17 || f.sport != 1234 || f.dport != 4789 || f.src.String() != "192.0.2.1" || f.dst.String() != "198.51.100.2" {
-		t.Errorf("v4 UDP: %+v", f)
-	}
-	if dfClear(v4) {
-		t.Error("DF set, dfClear says clear")
-	}
-	// Non-first fragment: no ports.
-	frag := append([]byte(nil), v4...)
-	frag[6], frag[7] = 0, 10
-	if !parseFlow(frag, &f) || f.sport != 0 || f.dport != 0 {
-		t.Errorf("v4 fragment: %+v", f)
-	}
-	// IPv6 ICMPv6 echo request behind a destination-options header.
-	v6 := make([]byte, 40+8+8)
-	v6[0], v6[6] = 0x60, 60
-	copy(v6[8:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
-	copy(v6[24:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xb, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
-	v6[40] = 58 // next header ICMPv6, length 0 (8 bytes)
-	v6[48] = 128
-	if !parseFlow(v6, &f) || f.proto != 58 || f.sport != 128 || f.dport != 0 || f.dst.String() != "2001:db8:b::1" {
-		t.Errorf("v6 ICMPv6: %+v", f)
-	}
-	for _, bad := range [][]byte{nil, {0x45}, {0x4f, 0, 0, 20}, make([]byte, 39), {0x70}} {
-		if parseFlow(bad, &f) {
-			t.Errorf("parseFlow(%x) accepted", bad)
-		}
-	}
-}

@@ -48,7 +48,7 @@ type worker struct {
 	inPkts  [][]byte
 	outer   ipsec.Outer
 	scratch *ipsec.Scratch // the transforms' working memory, this worker's own
-	flow    flow
+	flow    sad.Flow // the selector fields of the packet at hand
 	primary int // link whose frames the TUN reads into
 
 	rdDesc  []afxdp.Desc // frames allocated for TUN reads, not yet used
@@ -278,11 +278,12 @@ func (w *worker) dropped(v ipsec.Verdict, frame []byte) {
 // needs every SA to fit one of its templates and every required template
 // to be fitted, a BYPASS accepts only what transport-mode SAs carried.
 func (w *worker) inboundAllowed(inner []byte, sas []*sad.Association) bool {
-	f := &w.flow
-	if !parseFlow(inner, f) {
+	var err error
+	if w.flow, err = sad.FlowOf(inner); err != nil {
 		return false
 	}
-	p := w.e.spd.Lookup(sad.DirIn, f.src, f.dst, f.proto, f.sport, f.dport)
+	f := &w.flow
+	p := w.e.spd.Lookup(sad.DirIn, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
 	if p == nil {
 		return true
 	}
@@ -404,19 +405,20 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 	c := w.ctr
 	fr := s.Frame(d.Addr)
 	pkt := fr[off : off+n]
-	f := &w.flow
-	if !parseFlow(pkt, f) {
+	var err error
+	if w.flow, err = sad.FlowOf(pkt); err != nil {
 		c.c[OutNotIP].Add(1)
 		w.recycle(d)
 		return
 	}
-	p := w.e.spd.Lookup(sad.DirOut, f.src, f.dst, f.proto, f.sport, f.dport)
+	f := &w.flow
+	p := w.e.spd.Lookup(sad.DirOut, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
 	if p == nil {
 		c.c[OutNoPolicy].Add(1)
 		w.recycle(d)
 		return
 	}
-	outerDst := f.dst
+	outerDst := f.Dst
 	var sas [2]*sad.Association
 	var nsa, overhead int
 	switch p.Action() {
@@ -433,7 +435,7 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 		}
 		for i := range tmpls {
 			t := &tmpls[i]
-			a := w.e.sad.LookupOutbound(t, f.src, f.dst)
+			a := w.e.sad.LookupOutbound(t, f.Src, f.Dst)
 			if a == nil {
 				if t.Level == sad.LevelUse {
 					continue
@@ -513,9 +515,10 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 }
 
 // tooBig answers a packet that does not fit the tunnel with an ICMP error
-// written back into the TUN (RFC 4301 §8.2 via engine/pmtu).
+// written back into the TUN (RFC 4301 §8.2 via engine/pmtu). w.flow holds
+// the packet's flow.
 func (w *worker) tooBig(pkt []byte, mtu int) {
-	if dfClear(pkt) {
+	if !w.flow.DF {
 		w.ctr.c[OutTooBigDropped].Add(1)
 		return
 	}
