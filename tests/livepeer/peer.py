@@ -198,6 +198,31 @@ def esp_trailer_errors(c, sa, esp, hi):
     return errs
 
 
+def outer_errors(c, ipp):
+    """Checks of xdpsec's outer header: the IPv4 header checksum, and the
+    NAT-T UDP checksum (IPv4: 0 or right, RFC 3948 §2.1; IPv6: right and
+    not 0, RFC 8200 §8.1)."""
+    errs = []
+    if c['outer'] == 4:
+        fixed = ipp.copy()
+        del fixed.chksum
+        if IP(raw(fixed)).chksum != ipp.chksum:
+            errs.append('outer IPv4 header checksum 0x%04x is wrong' % ipp.chksum)
+    if c['in'].get('natt'):
+        u = ipp[UDP]
+        if u.len != 8 + len(raw(u.payload)):
+            errs.append('NAT-T UDP length %d, payload %d' % (u.len, len(raw(u.payload))))
+        if c['outer'] == 6 and u.chksum == 0:
+            errs.append('NAT-T UDP checksum 0 over IPv6')
+        if u.chksum != 0:
+            fixed = ipp.copy()
+            del fixed[UDP].chksum
+            want = ipp.__class__(raw(fixed))[UDP].chksum
+            if want != u.chksum:
+                errs.append('NAT-T UDP checksum 0x%04x, want 0x%04x' % (u.chksum, want))
+    return errs
+
+
 def check_reply(c, dec, ident, seq, payload):
     errs = []
     if c['inner'] == 4:
@@ -243,7 +268,9 @@ def main():
     try:
         ident = os.getpid() & 0xffff
         for seq in range(1, c['count'] + 1):
-            payload = os.urandom(56)
+            # Sizes that give the ESP trailer different padding lengths,
+            # up to a near-MTU packet.
+            payload = os.urandom((56, 1, 1300, 7)[(seq - 1) % 4])
             req = encrypt(sa_out, c, echo_request(c, ident, seq, payload), c['seq_out'] + seq - 1)
             frame = eth / req
             first = first or frame
@@ -265,10 +292,8 @@ def main():
             if got is None:
                 res['errors'].append('echo %d: no ESP reply from xdpsec within %.1f s' % (seq, c['timeout']))
                 continue
+            res['errors'] += ['echo %d: %s' % (seq, e) for e in outer_errors(c, got)]
             if c['in'].get('natt'):
-                u = got[UDP]
-                if u.len != 8 + len(raw(u.payload)):
-                    res['errors'].append('echo %d: NAT-T UDP length %d, payload %d' % (seq, u.len, len(raw(u.payload))))
                 got = strip_natt(got, c['outer'])
             res['seqs'].append(got[layer].seq)
             # The high half of the sequence number is not on the wire:
