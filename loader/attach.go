@@ -339,7 +339,7 @@ func attachProgram(prog *ebpf.Program, l netlink.Link, mode Mode, opts Options) 
 	if err == nil {
 		return lnk, nil
 	}
-	if errors.Is(err, ErrPermission) {
+	if errors.Is(err, ErrPermission) || errors.Is(err, ErrNoBPF) {
 		return nil, err
 	}
 	opts.Logger.Info("native XDP attach failed; falling back to generic mode", "link", l.Attrs().Name, "reason", err.Error())
@@ -350,11 +350,23 @@ func attachProgram(prog *ebpf.Program, l netlink.Link, mode Mode, opts Options) 
 	return lnk, nil
 }
 
+// attachErr marks the errors callers must tell apart: a missing capability
+// (ErrPermission) and a kernel without the bpf(2) system call (ErrNoBPF).
 func attachErr(err error) error {
-	if err != nil && errors.Is(err, os.ErrPermission) {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%w: %w", ErrPermission, err)
+	case errors.Is(err, unix.ENOSYS):
+		return fmt.Errorf("%w: %w", ErrNoBPF, noBPFSyscall(err))
 	}
 	return err
+}
+
+// noBPFSyscall says what ENOSYS from bpf(2) means; err is kept for %+v.
+func noBPFSyscall(err error) error {
+	return fmt.Errorf("the bpf(2) system call is not implemented here (ENOSYS: a kernel without CONFIG_BPF_SYSCALL, or a seccomp filter): %w", err)
 }
 
 func removeNetlinkProg(l netlink.Link, m Mode) error {
@@ -418,6 +430,9 @@ func open(l netlink.Link, dir string) (*Datapath, error) {
 		}
 	} else {
 		if errors.Is(err, os.ErrPermission) || errors.Is(perr, os.ErrPermission) {
+			return nil, attachErr(err)
+		}
+		if errors.Is(err, unix.ENOSYS) || errors.Is(perr, unix.ENOSYS) {
 			return nil, attachErr(err)
 		}
 		return nil, fmt.Errorf("%w: no link or program pinned at %s (stale pins; run detach)", ErrNotAttached, dir)
@@ -485,7 +500,11 @@ func Detach(ifname string, opts Options) error {
 		}
 		return fmt.Errorf("detach xdp from %s: %w", ifname, attachErr(err))
 	}
-	if lnk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+	if lnk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); errors.Is(err, unix.ENOSYS) {
+		// Without bpf(2) nothing pinned can be inspected; removing the
+		// pins blindly could orphan a netlink-attached program.
+		return fmt.Errorf("detach xdp from %s: %w", ifname, attachErr(err))
+	} else if err == nil {
 		// BPF_LINK_DETACH takes the program off for every holder.
 		derr := lnk.Detach()
 		lnk.Close()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/bpf"
 )
@@ -31,7 +32,7 @@ var pinnedMaps = []string{bpf.MapSAs, bpf.MapXSKs, bpf.MapConfig, bpf.MapCounter
 func loadCollection(p loadParams) (*ebpf.Collection, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, os.ErrPermission) {
-		return nil, fmt.Errorf("raise memlock limit: %w", err)
+		return nil, fmt.Errorf("raise memlock limit: %w", classifyLoadErr(err))
 	}
 	spec, err := bpf.LoadSpec()
 	if err != nil {
@@ -71,6 +72,10 @@ func classifyLoadErr(err error) error {
 		return fmt.Errorf("verifier rejected the program: %w", err)
 	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%w: %w", ErrPermission, err)
+	case errors.Is(err, unix.ENOSYS):
+		// cilium/ebpf's feature probes (BTF first) meet it before any
+		// load; some report it as ErrNotSupported, which also lands here.
+		return fmt.Errorf("%w: %w", ErrNoBPF, noBPFSyscall(err))
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("%w: %w", ErrNoBPF, err)
 	case errors.Is(err, ebpf.ErrMapIncompatible):
