@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/bpf"
@@ -30,10 +29,10 @@ type loadParams struct {
 var pinnedMaps = []string{bpf.MapSAs, bpf.MapXSKs, bpf.MapConfig, bpf.MapCounters}
 
 func loadCollection(p loadParams) (*ebpf.Collection, error) {
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil && !errors.Is(err, os.ErrPermission) {
-		return nil, fmt.Errorf("raise memlock limit: %w", classifyLoadErr(err))
-	}
+	// No rlimit.RemoveMemlock: the program needs 5.18+ (bpf_xdp_load_bytes,
+	// bpf_xdp_get_buff_len), and since 5.11 BPF memory is charged to the
+	// memory cgroup, not RLIMIT_MEMLOCK. Its init-time probe also hid
+	// ENOSYS from bpf(2) behind a formatted string.
 	spec, err := bpf.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded xdpsec object: %w", err)

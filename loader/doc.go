@@ -24,6 +24,13 @@
 // ErrForeignProgram, ErrNotAttached, ErrPermission, ErrNoBPF, ErrInvalidSA,
 // ErrInvalidConfig, ErrSANotFound.
 //
+// Kernel: 5.18 or later (the program calls bpf_xdp_get_buff_len and
+// bpf_xdp_load_bytes); bpf_link attachment where the kernel has it (5.9+),
+// netlink otherwise. Privilege: CAP_BPF and CAP_NET_ADMIN (or
+// CAP_SYS_ADMIN); CAP_PERFMON is not needed, the program is written for the
+// verifier's rules without it (see bpf/xdpsec.c). Where bpf(2) itself is
+// missing (ENOSYS), errors wrap ErrNoBPF.
+//
 // Pins are keyed by interface name: two network namespaces that both attach
 // to an interface with the same name must use different PinRoots.
 package loader

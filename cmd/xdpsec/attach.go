@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -369,20 +368,7 @@ func explainBPFError(err error) error {
 		}
 		return fmt.Errorf("%w; the capabilities are there, so an LSM, a seccomp filter or kernel.unprivileged_bpf_disabled refused it", err)
 	case errors.Is(err, loader.ErrNoBPF):
-		return fmt.Errorf("%w; xdpsec needs a kernel with CONFIG_BPF_SYSCALL, XDP and the bpf filesystem (5.9+ for bpf_link)", err)
-	case errors.Is(err, unix.ENOSYS) || bpfSyscallMissing():
-		// The loader does not map ENOSYS from bpf(2) to ErrNoBPF, and
-		// the first call to meet it (cilium/ebpf's memlock probe) does
-		// not always wrap it; ask the kernel directly.
-		return fmt.Errorf("%w: the bpf(2) system call is not implemented here (ENOSYS; a kernel without CONFIG_BPF_SYSCALL, or a seccomp filter); xdpsec needs BPF and XDP", loader.ErrNoBPF)
+		return fmt.Errorf("%w; xdpsec needs a kernel with CONFIG_BPF_SYSCALL, XDP and the bpf filesystem (5.18+: the program reads with bpf_xdp_load_bytes)", err)
 	}
 	return err
-}
-
-// bpfSyscallMissing reports whether bpf(2) itself is unavailable: an
-// empty BPF_MAP_CREATE fails with EINVAL (or EPERM) where it exists.
-func bpfSyscallMissing() bool {
-	var attr [64]byte
-	_, _, errno := unix.Syscall(unix.SYS_BPF, 0 /* BPF_MAP_CREATE */, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr)))
-	return errno == unix.ENOSYS
 }
