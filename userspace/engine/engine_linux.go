@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -136,6 +137,47 @@ type engineLink struct {
 	dp      *loader.Datapath
 	xdpConf loader.Config
 	mode    string // XDP attach mode, read at Start (Status looks the link up by name in the caller's namespace)
+	saCap   int    // max_entries of the link's XDP SA map as the kernel reports it (0: unknown)
+}
+
+// saMapCapacity reads the size of the SA map of the attached program id
+// (a pinned map reused from an earlier run keeps its own size); 0 when the
+// kernel cannot tell.
+func saMapCapacity(id ebpf.ProgramID) int {
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return 0
+	}
+	defer prog.Close()
+	c, err := probe.SACapacity(prog)
+	if err != nil {
+		return 0
+	}
+	return int(c.MaxEntries())
+}
+
+// ErrSAMapFull is wrapped by AddSA, UpdateSA and Reload when an inbound SA
+// does not fit the XDP SA map of a link.
+var ErrSAMapFull = errors.New("XDP SA map full")
+
+// checkCapacity refuses an inbound SA that the XDP SA maps cannot hold.
+// spec's own key, when present already, does not count twice.
+func (e *Engine) checkCapacity(spec *sad.SASpec, locals map[netip.Addr]bool) error {
+	if !e.inbound(spec, locals) {
+		return nil
+	}
+	n := 1
+	for _, a := range e.sad.List() {
+		if a.Key() != spec.Key() && e.inbound(a.Spec(), locals) {
+			n++
+		}
+	}
+	for _, el := range e.links {
+		if el.saCap > 0 && n > el.saCap {
+			return fmt.Errorf("SA %s: %w: the XDP SA map of %s holds %d inbound SAs and all are in use; delete one (xdpsec sa del ...) first", spec.Key(), ErrSAMapFull, el.name, el.saCap)
+		}
+	}
+	return nil
 }
 
 // Start attaches the datapath to every link, creates the TUN, opens one
@@ -186,6 +228,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 		el.mode = "unknown"
 		if st, err := dp.Status(); err == nil {
 			el.mode = st.Mode.String()
+			el.saCap = saMapCapacity(st.ProgramID)
 		}
 		e.links = append(e.links, el)
 	}
@@ -717,6 +760,9 @@ func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
 		return nil, err
 	}
 	if err := e.checkPorts(spec, locals); err != nil {
+		return nil, err
+	}
+	if err := e.checkCapacity(spec, locals); err != nil {
 		return nil, err
 	}
 	a, err := e.sad.Add(spec)

@@ -1,0 +1,111 @@
+package tunnel
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/loader"
+)
+
+// cli runs `xdpsec ARGS --socket S` in the daemon's namespace and returns
+// its output and whether it succeeded.
+func (d *daemon) cli(args ...string) (string, bool) {
+	out, err := d.ns.Command(d.bin, append(args, "--socket", d.socket)...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err == nil
+}
+
+// oneLine fails the test unless out is a single line holding every want.
+func oneLine(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	t.Logf("%s: %s", what, out)
+	if strings.Contains(out, "\n") {
+		t.Errorf("%s: error is not one line:\n%s", what, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s: error %q does not say %q", what, out, w)
+		}
+	}
+	if strings.Contains(out, "a1a2a3") || strings.Contains(out, "0102030405") {
+		t.Errorf("%s: error shows key bytes: %s", what, out)
+	}
+}
+
+// TestSAAddRefusals: through the CLI and a running daemon, `sa add` of an
+// inbound SA beyond the XDP SA map's capacity, and of SAs the current
+// capabilities view refuses, fail with one line that names the cause (the
+// map and its size; the blocking parameter) — and refused SAs are not
+// installed.
+func TestSAAddRefusals(t *testing.T) {
+	testutil.RequireRoot(t)
+	var names []string
+	t.Run("cli", func(t *testing.T) {
+		p := testutil.NewVethPair(t)
+		names = []string{p.A.Name}
+		pin := mountBPFFS(t)
+		// A datapath pinned earlier with a 4-entry SA map: the daemon
+		// attaches to the same pins and inherits the map's real size.
+		if err := p.A.Do(func() error {
+			dp, err := loader.Attach(p.IfA, loader.ModeAuto, loader.Options{PinRoot: pin, MaxSAs: 4})
+			if err != nil {
+				return err
+			}
+			return dp.Close()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		confA, sockA := exampleConfig(t, "a", "pin "+pin)
+		a := startDaemon(t, p.A, confA, sockA)
+
+		const key = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
+		inbound := func(spi int) []string {
+			return strings.Fields(fmt.Sprintf("sa add src 192.0.2.9 dst 192.0.2.1 proto esp spi %#x mode tunnel aead rfc4106(gcm(aes)) %s 128", spi, key))
+		}
+		// The example config holds two inbound SAs; two more fit.
+		for spi := 0x5001; spi <= 0x5002; spi++ {
+			if out, ok := a.cli(inbound(spi)...); !ok {
+				t.Fatalf("sa add %#x (within capacity): %s", spi, out)
+			}
+		}
+		out, ok := a.cli(inbound(0x5003)...)
+		if ok {
+			t.Fatalf("sa add beyond the SA map's 4 entries succeeded: %s", out)
+		}
+		oneLine(t, "sa add beyond capacity", out, "XDP SA map full", "holds 4 inbound SAs", "sa del")
+		if out, _ := a.cli("sa", "get", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5003"); !strings.Contains(out, "not found") {
+			t.Errorf("refused SA is installed anyway: %s", out)
+		}
+		// An outbound SA takes no map entry.
+		if out, ok := a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6001 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128")...); !ok {
+			t.Errorf("outbound sa add with a full map: %s", out)
+		}
+		// Free one: the refused SA fits now.
+		if out, ok := a.cli("sa", "del", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5001"); !ok {
+			t.Fatal(out)
+		}
+		if out, ok := a.cli(inbound(0x5003)...); !ok {
+			t.Errorf("sa add after a delete: %s", out)
+		}
+
+		// Capabilities: switch AES-GCM off, then AH (ESP only).
+		if out, ok := a.cli("caps", "set", "rfc4106(gcm(aes))=off"); !ok {
+			t.Fatalf("caps set: %s", out)
+		}
+		out, ok = a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6002 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128")...)
+		if ok {
+			t.Fatalf("sa add of an AES-GCM SA with rfc4106(gcm(aes))=off succeeded: %s", out)
+		}
+		oneLine(t, "sa add refused by caps (algorithm)", out, "rfc4106(gcm(aes))", "caps set")
+		if out, ok := a.cli("caps", "set", "IPsecV2=esp"); !ok {
+			t.Fatalf("caps set: %s", out)
+		}
+		out, ok = a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto ah spi 0x6003 mode tunnel auth-trunc hmac(sha256) " + hmacAB + " 128")...)
+		if ok {
+			t.Fatalf("sa add of an AH SA with IPsecV2=esp succeeded: %s", out)
+		}
+		oneLine(t, "sa add refused by caps (AH)", out, "IPsecV2", "caps set")
+	})
+	checkNoLeaks(t, names)
+}
