@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -259,26 +260,50 @@ ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto %s mode tunnel
 	return conf, filepath.Join(dir, "run", "control.sock")
 }
 
-// daemon is one running `xdpsec run`, stopped by its PID at cleanup.
-type daemon struct {
-	t      *testing.T
-	bin    string
-	ns     *testutil.NS
-	socket string
-	cmd    *exec.Cmd
-	out    *bytes.Buffer
-	done   chan struct{}
+// logBuffer collects the daemon's output, written by exec's copier
+// goroutine while the test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func startDaemon(t *testing.T, ns *testutil.NS, conf, socket string) *daemon {
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// daemon is one running `xdpsec run`, stopped by its PID at cleanup.
+type daemon struct {
+	t       *testing.T
+	bin     string
+	ns      *testutil.NS
+	link    string
+	socket  string
+	cmd     *exec.Cmd
+	out     *logBuffer
+	done    chan struct{}
+	waitErr error // valid once done is closed
+}
+
+// startDaemon runs `xdpsec run` in ns (the datapath on link) and waits,
+// bounded, until its control socket answers. Cleanup stops it and checks
+// that it left nothing on the link.
+func startDaemon(t *testing.T, ns *testutil.NS, link, conf, socket string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, bin: xdpsecBinary(t), ns: ns, socket: socket, out: &bytes.Buffer{}, done: make(chan struct{})}
+	d := &daemon{t: t, bin: xdpsecBinary(t), ns: ns, link: link, socket: socket, out: &logBuffer{}, done: make(chan struct{})}
 	d.cmd = ns.Command(d.bin, "run", "--config", conf, "--socket", socket)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.cmd.Wait(); close(d.done) }()
+	go func() { d.waitErr = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(d.stop)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -297,7 +322,9 @@ func startDaemon(t *testing.T, ns *testutil.NS, conf, socket string) *daemon {
 	}
 }
 
-// stop sends SIGTERM to the daemon's PID and waits (bounded), then SIGKILL.
+// stop sends SIGTERM to the daemon's PID and waits (bounded), then
+// SIGKILL; a daemon that stopped on SIGTERM must have exited 0 and removed
+// its XDP program and TUN.
 func (d *daemon) stop() {
 	select {
 	case <-d.done:
@@ -311,6 +338,16 @@ func (d *daemon) stop() {
 		d.t.Errorf("xdpsec run (pid %d) ignored SIGTERM for 10 s; killing it\n%s", d.cmd.Process.Pid, d.out)
 		d.cmd.Process.Kill()
 		<-d.done
+		return
+	}
+	if d.waitErr != nil {
+		d.t.Errorf("xdpsec run exited with %v after SIGTERM:\n%s", d.waitErr, d.out)
+	}
+	if out, err := d.ns.Run("ip", "link", "show", "dev", d.link); err != nil || strings.Contains(out, "prog/xdp") {
+		d.t.Errorf("after SIGTERM, %s still has an XDP program (or is gone: %v):\n%s", d.link, err, out)
+	}
+	if out, err := d.ns.Run("ip", "link", "show", "dev", "xdpsec0"); err == nil {
+		d.t.Errorf("after SIGTERM, the TUN xdpsec0 is still there:\n%s", out)
 	}
 }
 
@@ -441,6 +478,7 @@ func TestScapyPeerEcho(t *testing.T) {
 	testutil.RequireRoot(t)
 	needScapy(t)
 	xdpsecBinary(t)
+	g0 := runtime.NumGoroutine()
 	for i, c := range liveCases {
 		var names []string
 		t.Run(c.name, func(t *testing.T) {
@@ -464,7 +502,7 @@ func TestScapyPeerEcho(t *testing.T) {
 			pin := mountBPFFS(t)
 			conf, sock := writeConfig(t, p, pin, c.inner, toB, toA)
 			t0 := time.Now()
-			d := startDaemon(t, p.A, conf, sock)
+			d := startDaemon(t, p.A, p.IfA, conf, sock)
 			t1 := time.Now()
 
 			st0 := d.stats()
@@ -538,5 +576,19 @@ func TestScapyPeerEcho(t *testing.T) {
 			}
 		})
 		checkNoLeaks(t, names)
+	}
+	checkNoGoroutineLeak(t, g0)
+}
+
+// checkNoGoroutineLeak fails if more than g0 goroutines are still running
+// after a bounded wait (daemon and peer waiters must have ended).
+func checkNoGoroutineLeak(t *testing.T, g0 int) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); runtime.NumGoroutine() > g0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > g0 {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines left, %d before the test:\n%s", n, g0, buf[:runtime.Stack(buf, true)])
 	}
 }
