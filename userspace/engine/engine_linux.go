@@ -784,8 +784,18 @@ func (e *Engine) AddSA(spec *sad.SASpec) error {
 	if err != nil {
 		return err
 	}
+	if err := e.syncSAMap(); err != nil {
+		// The XDP map refused it: take it out of the SAD too, so what
+		// `sa list` shows is what is steered.
+		e.sad.Delete(spec.Key())
+		delete(e.saIDs, spec.Key())
+		if err2 := e.syncSAMap(); err2 != nil {
+			e.log.Error("resync XDP SA map after a refused SA", "err", err2)
+		}
+		return err
+	}
 	e.warmNeighbour(a)
-	return e.syncSAMap()
+	return nil
 }
 
 // UpdateSA replaces an SA, keeping its sequence numbers and replay window
