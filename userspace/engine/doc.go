@@ -11,9 +11,10 @@
 //
 // Inbound: XSK rx batch → ParseOuter → SAD lookup → Decrypt (replay check,
 // ICV, replay update, decapsulation, all inside ipsec) → inbound policy check
-// → one batch write of the inner packets into the TUN queue → frames back to
-// the fill ring. Transport mode needs nothing extra: Decrypt rebuilds the IP
-// header around the payload.
+// (selector fields from sad.FlowOf) → one batch write of the inner packets
+// into the TUN queue → frames back to the fill ring. Transport mode needs
+// nothing extra: Decrypt rebuilds the IP header around the payload, and a
+// bundle's next SA (ESP inside AH) is undone from there.
 //
 // Outbound: TUN read batch straight into AF_XDP frames (no copy) → SPD
 // lookup on the packet's selector → PROTECT: SA per template, Encrypt in
@@ -82,6 +83,12 @@
 //     and the in policy must have a template for every SA that carried the
 //     packet. A tunnel-mode SA ends the unwrapping: an inner packet that is
 //     again IPsec for this host is delivered to the kernel as it is.
+//   - The XDP SA map's size is the kernel's max_entries of the map in use
+//     (a pinned map reused from an earlier run keeps its size): an inbound
+//     SA beyond it is refused (ErrSAMapFull), outbound SAs need no entry.
+//   - The engine reads the Ethernet header itself (l3Offset: EtherType and
+//     up to two VLAN tags); every IP and IPsec header is read by ipsec and
+//     sad.
 //   - Outbound IPv4 packets without DF that do not fit are dropped and
 //     counted (out-too-big-dropped), not fragmented; so are IPv6 packets
 //     when the tunnel's inner MTU (route MTU minus overhead) is below 1280,
