@@ -29,10 +29,13 @@ the same id, sequence and payload. It prints one JSON object:
 
   {"sent": N, "replies": K, "errors": [...], "seqs": [...], "bad_sent": B}
 
-and exits 0 (the Go test judges). scapy 2.5 quirks worked around, each
-where it bites: the NAT-T UDP length (left at 8 by scapy) and decrypting
-ESP-in-UDP (scapy expects ESP right after the IP header), and the inner
-packet of AH tunnel mode (returned as Raw).
+and exits 0 (the Go test judges). It also checks what scapy does not: the
+ESP trailer (padding, alignment, next header) and the outer checksums.
+scapy 2.5 quirks are worked around, each where it bites: the NAT-T UDP
+length (left at 8), ESP-in-UDP decryption (scapy expects ESP right after
+the IP header), AH tunnel mode's inner packet (returned as Raw), sequence
+number and ESN high half 0 (taken as "not given"), and the ESN high bits
+missing from non-AEAD ESP's ICV.
 """
 import hmac
 import json
