@@ -54,10 +54,26 @@ func callDaemon(socket, op string, args, result any) error {
 	}
 	defer c.Close()
 	if err := c.Call(op, args, result); err != nil {
+		var re *control.RemoteError
+		if errors.As(err, &re) && re.Code == "" {
+			// The daemon refused the request itself: its one line says
+			// why; the op and socket would only repeat what was typed.
+			return &trimmedRemote{re, strings.TrimPrefix(re.Msg, op+": ")}
+		}
 		return daemonErr(socket, op, err)
 	}
 	return nil
 }
+
+// trimmedRemote is a RemoteError shown without its op prefix; errors.Is and
+// errors.As still reach the original.
+type trimmedRemote struct {
+	*control.RemoteError
+	msg string
+}
+
+func (e *trimmedRemote) Error() string { return e.msg }
+func (e *trimmedRemote) Unwrap() error { return e.RemoteError }
 
 func runSA(args []string, stdout io.Writer) error {
 	fs, socket, asJSON := clientFlags("sa")

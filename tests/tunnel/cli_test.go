@@ -73,7 +73,7 @@ func TestSAAddRefusals(t *testing.T) {
 		if ok {
 			t.Fatalf("sa add beyond the SA map's 4 entries succeeded: %s", out)
 		}
-		oneLine(t, "sa add beyond capacity", out, "XDP SA map full", "holds 4 inbound SAs", "sa del")
+		oneLine(t, "sa add beyond capacity", out, "xdpsec sa: SA esp spi 0x00005003", "XDP SA map full", "holds 4 inbound SAs", "sa del")
 		if out, _ := a.cli("sa", "get", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5003"); !strings.Contains(out, "not found") {
 			t.Errorf("refused SA is installed anyway: %s", out)
 		}
