@@ -82,12 +82,16 @@ type Hub struct {
 	// reason and detail of the latest change
 	reason Reason
 	detail string
+	// followXDP: the state has named the mode xdpsec's program is attached
+	// in, so LinkChanged reports the attached mode moving away from it.
+	followXDP bool
 }
 
 // NewHub returns a hub whose first change (sequence 1, ReasonProbe) is
 // initial.
 func NewHub(initial State) *Hub {
-	return &Hub{seq: 1, state: initial.Clone(), subs: map[*Subscription]struct{}{}, reason: ReasonProbe}
+	return &Hub{seq: 1, state: initial.Clone(), subs: map[*Subscription]struct{}{}, reason: ReasonProbe,
+		followXDP: initial.Linux.XDPMode != XDPNone}
 }
 
 // Last returns the latest change (deep copy).
@@ -226,11 +230,24 @@ func (h *Hub) SelfTestFailed(name string, err error) Change {
 func (h *Hub) XDPModeChanged(mode XDPMode, detail string) Change {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.xdpModeChangedLocked(mode, detail)
+}
+
+func (h *Hub) xdpModeChangedLocked(mode XDPMode, detail string) Change {
+	h.followXDP = true
 	h.state.Linux.XDPMode = mode
 	if mode == XDPNone {
 		h.state.Hardware.Receive = false
 	}
 	return h.publishLocked(ReasonXDPFallback, detail)
+}
+
+// modeText names an XDP mode in event details ("detached" for none).
+func modeText(m XDPMode) string {
+	if m == XDPNone {
+		return "detached"
+	}
+	return string(m)
 }
 
 // SetState replaces hardware view and Linux facts (keeping parameters), as
@@ -244,13 +261,22 @@ func (h *Hub) SetState(st State) (Change, bool) {
 	}
 	h.state.Hardware = st.Hardware.Clone()
 	h.state.Linux = st.Linux.Clone()
+	h.followXDP = h.followXDP || st.Linux.XDPMode != XDPNone
 	return h.publishLocked(ReasonHardwareChange, ""), true
 }
 
 // LinkChanged merges a fresh view of the link into the state (the native
 // XDP probe result is kept) and publishes one change per difference:
-// link-down/link-up, mtu-change, queue-change. Updates for another link
-// and updates that change nothing publish nothing.
+// link-down/link-up, mtu-change, queue-change, and xdp-fallback when the
+// mode of the XDP program attached to the link (li.AttachedXDP, from
+// IFLA_XDP) is no longer the mode the state says xdpsec's program runs in:
+// detached (receive offload off, see XDPModeChanged), or re-attached in
+// another mode. That is followed only once the state has named a mode (a
+// probe of an attached datapath, XDPModeChanged): before that, a program
+// appearing on the link may not be xdpsec's. A program that comes back
+// does not switch receive offload on again; a new probe (SetState) does.
+// Updates for another link and updates that change nothing publish
+// nothing.
 func (h *Hub) LinkChanged(li LinkInfo) []Change {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -278,6 +304,11 @@ func (h *Hub) LinkChanged(li LinkInfo) []Change {
 	if cur := h.state.Linux.Link; cur.RxQueues != li.RxQueues && li.RxQueues > 0 {
 		set(ReasonQueueChange, fmt.Sprintf("%s rx queues %d -> %d", li.Name, cur.RxQueues, li.RxQueues),
 			func(l *LinkInfo) { l.RxQueues, l.QueueSource = li.RxQueues, li.QueueSource })
+	}
+	if h.followXDP && li.AttachedXDP != h.state.Linux.XDPMode {
+		from, to := h.state.Linux.XDPMode, li.AttachedXDP
+		detail := fmt.Sprintf("%s: XDP %s -> %s", li.Name, modeText(from), modeText(to))
+		out = append(out, h.xdpModeChangedLocked(to, detail))
 	}
 	// Quiet updates (operstate settling, attached XDP) are stored without
 	// an event: they do not change what is offloaded.

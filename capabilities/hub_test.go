@@ -98,3 +98,50 @@ func TestHubSlowSubscriberKeepsNewest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHubFollowsTheAttachedXDPMode: once the state names the mode of
+// xdpsec's program, a link update whose attached mode differs is an
+// xdp-fallback (detached: receive offload off); before that, a program
+// appearing on the link is not taken for xdpsec's.
+func TestHubFollowsTheAttachedXDPMode(t *testing.T) {
+	link := LinkInfo{Name: "xe0", MTU: 1500, Up: true, RxQueues: 1}
+	st := State{Hardware: fullHardware(), Parameters: DefaultParameters(), Linux: Linux{EngineRunning: true, Link: &link}}
+
+	unknown := NewHub(st)
+	seen := link
+	seen.AttachedXDP = XDPNative
+	if got := unknown.LinkChanged(seen); len(got) != 0 {
+		t.Fatalf("a program on a link the state attached nothing to gave %d events", len(got))
+	}
+
+	st.Linux.XDPMode = XDPNative
+	hub := NewHub(st)
+	if got := hub.LinkChanged(seen); len(got) != 0 {
+		t.Fatalf("the mode the state names gave %d events", len(got))
+	}
+	steps := []struct {
+		attached XDPMode
+		detail   string
+		receive  bool
+	}{
+		{XDPNone, "xe0: XDP native -> detached", false},
+		{XDPGeneric, "xe0: XDP detached -> generic", false}, // back, but not probed
+	}
+	for _, s := range steps {
+		li := link
+		li.AttachedXDP = s.attached
+		got := hub.LinkChanged(li)
+		if len(got) != 1 || got[0].Reason != ReasonXDPFallback || got[0].Detail != s.detail ||
+			got[0].State.Linux.XDPMode != s.attached || got[0].State.Hardware.Receive != s.receive {
+			t.Fatalf("attached %q: %+v, want one xdp-fallback %q with receive %v", s.attached, got, s.detail, s.receive)
+		}
+		if again := hub.LinkChanged(li); len(again) != 0 {
+			t.Fatalf("the same update again gave %d events", len(again))
+		}
+	}
+	// A new probe of the re-attached datapath switches receive on again.
+	st.Linux.XDPMode = XDPGeneric
+	if _, ok := hub.SetState(st); !ok || !hub.State().Hardware.Receive {
+		t.Fatalf("SetState after re-attach: published %v, receive %v", ok, hub.State().Hardware.Receive)
+	}
+}
