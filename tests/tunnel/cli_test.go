@@ -45,10 +45,10 @@ func TestSAAddRefusals(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name}
 		pin := mountBPFFS(t)
-		// A datapath pinned earlier with a 4-entry SA map: the daemon
+		// A datapath pinned earlier with an 8-entry SA map: the daemon
 		// attaches to the same pins and inherits the map's real size.
 		if err := p.A.Do(func() error {
-			dp, err := loader.Attach(p.IfA, loader.ModeAuto, loader.Options{PinRoot: pin, MaxSAs: 4})
+			dp, err := loader.Attach(p.IfA, loader.ModeAuto, loader.Options{PinRoot: pin, MaxSAs: 8})
 			if err != nil {
 				return err
 			}
@@ -63,7 +63,39 @@ func TestSAAddRefusals(t *testing.T) {
 		inbound := func(spi int) []string {
 			return strings.Fields(fmt.Sprintf("sa add src 192.0.2.9 dst 192.0.2.1 proto esp spi %#x mode tunnel aead rfc4106(gcm(aes)) %s 128", spi, key))
 		}
-		// The example config holds two inbound SAs; two more fit.
+		// NAT-T: four UDP ports besides 4500 fit the XDP config, a fifth
+		// does not.
+		for i := range 5 {
+			args := append(inbound(0x4001+i), "encap", "espinudp", "4500", fmt.Sprint(4601+i), "0.0.0.0")
+			out, ok := a.cli(args...)
+			if i < 4 && !ok {
+				t.Fatalf("sa add with NAT-T port %d: %s", 4601+i, out)
+			}
+			if i == 4 {
+				if ok {
+					t.Fatalf("sa add with a fifth extra NAT-T port succeeded: %s", out)
+				}
+				oneLine(t, "sa add with a fifth NAT-T port", out, "encap port 4605", "at most 4 NAT-T ports besides 4500")
+			}
+		}
+		var ports []uint16
+		if err := p.A.Do(func() error {
+			d, err := loader.Open(p.IfA, loader.Options{PinRoot: pin})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			c, err := d.Config()
+			ports = c.NATTPorts
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ports) != "[4601 4602 4603 4604]" {
+			t.Errorf("XDP config NAT-T ports %v, want [4601 4602 4603 4604]", ports)
+		}
+		// The example config's two inbound SAs and the four NAT-T ones
+		// leave room for two.
 		for spi := 0x5001; spi <= 0x5002; spi++ {
 			if out, ok := a.cli(inbound(spi)...); !ok {
 				t.Fatalf("sa add %#x (within capacity): %s", spi, out)
@@ -71,9 +103,9 @@ func TestSAAddRefusals(t *testing.T) {
 		}
 		out, ok := a.cli(inbound(0x5003)...)
 		if ok {
-			t.Fatalf("sa add beyond the SA map's 4 entries succeeded: %s", out)
+			t.Fatalf("sa add beyond the SA map's 8 entries succeeded: %s", out)
 		}
-		oneLine(t, "sa add beyond capacity", out, "xdpsec sa: SA esp spi 0x00005003", "XDP SA map full", "holds 4 inbound SAs", "sa del")
+		oneLine(t, "sa add beyond capacity", out, "xdpsec sa: SA esp spi 0x00005003", "XDP SA map full", "holds 8 inbound SAs", "sa del")
 		if out, _ := a.cli("sa", "get", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5003"); !strings.Contains(out, "not found") {
 			t.Errorf("refused SA is installed anyway: %s", out)
 		}
