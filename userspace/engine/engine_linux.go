@@ -959,6 +959,11 @@ func (e *Engine) Reload(sas []*sad.SASpec, policies []*sad.PolicySpec) (ReloadSu
 		case slices.Equal(old.Spec().SecretWords(), s.SecretWords()):
 			sum.SAsUnchanged++
 		default:
+			locals := e.localAddrs()
+			if err := errors.Join(e.checkAllowed(s, e.inbound(s, locals)), e.checkPorts(s, locals)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			if _, err := e.sad.Update(s); err != nil {
 				errs = append(errs, err)
 				continue
