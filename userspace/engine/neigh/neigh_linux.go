@@ -19,7 +19,9 @@
 // On a miss Lookup returns Pending and hands the address to the resolver
 // without blocking (the caller drops or queues the packet and counts it).
 // The resolver asks the kernel for the route (RTM_GETROUTE, as `ip route
-// get`), then for the next hop's neighbour entry. When there is no usable
+// get`; again with the egress link fixed, as `ip route get ADDR oif LINK`,
+// when the answer names a link outside Config.Links), then for the next
+// hop's neighbour entry. When there is no usable
 // entry it sends RTM_NEWNEIGH with the NTF_USE flag for the next hop (what
 // `ip neigh replace ADDR dev LINK use` does): the kernel creates the entry
 // if needed and runs its own ARP / neighbour discovery state machine, with
