@@ -212,6 +212,13 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("neigh: get current netns: %w", err)
 	}
+	if processNetns(nsh) {
+		// Every thread of the process is in this namespace already: no
+		// setns(2) for each socket, which would need CAP_SYS_ADMIN (the
+		// daemon runs with CAP_NET_ADMIN, CAP_BPF, ... only).
+		nsh.Close()
+		nsh = netns.None()
+	}
 	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
 	if err != nil {
 		nsh.Close()
@@ -275,6 +282,18 @@ func (r *Resolver) Close() error {
 	return nil
 }
 
+// processNetns reports whether ns is the network namespace of the
+// process's main thread (/proc/self/ns/net), i.e. the one every thread
+// that did not setns itself is in.
+func processNetns(ns netns.NsHandle) bool {
+	self, err := netns.GetFromPath("/proc/self/ns/net")
+	if err != nil {
+		return false
+	}
+	defer self.Close()
+	return self.Equal(ns)
+}
+
 type subscriptions struct {
 	neigh chan netlink.NeighUpdate
 	route chan netlink.RouteUpdate
@@ -289,18 +308,21 @@ func (r *Resolver) subscribe() (*subscriptions, error) {
 		link:  make(chan netlink.LinkUpdate, 64),
 		stop:  make(chan struct{}),
 	}
-	ns := r.nsh
+	var ns *netns.NsHandle // nil: the process's namespace, no setns
+	if r.nsh.IsOpen() {
+		ns = &r.nsh
+	}
 	// The library closes a channel when its socket fails (ENOBUFS on
 	// overflow); run notices and resubscribes. Errors need no callback.
-	if err := netlink.NeighSubscribeWithOptions(s.neigh, s.stop, netlink.NeighSubscribeOptions{Namespace: &ns}); err != nil {
+	if err := netlink.NeighSubscribeWithOptions(s.neigh, s.stop, netlink.NeighSubscribeOptions{Namespace: ns}); err != nil {
 		close(s.stop)
 		return nil, fmt.Errorf("neigh: subscribe to neighbour changes: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(s.route, s.stop, netlink.RouteSubscribeOptions{Namespace: &ns}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(s.route, s.stop, netlink.RouteSubscribeOptions{Namespace: ns}); err != nil {
 		close(s.stop)
 		return nil, fmt.Errorf("neigh: subscribe to route changes: %w", err)
 	}
-	if err := netlink.LinkSubscribeWithOptions(s.link, s.stop, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(s.link, s.stop, netlink.LinkSubscribeOptions{Namespace: ns}); err != nil {
 		close(s.stop)
 		return nil, fmt.Errorf("neigh: subscribe to link changes: %w", err)
 	}
