@@ -162,6 +162,12 @@ func NewVethPair(tb testing.TB) *VethPair {
 		IPv6A: netip.MustParseAddr("2001:db8::1"),
 		IPv6B: netip.MustParseAddr("2001:db8::2"),
 	}
+	// DAD off before the links exist, so they inherit it: otherwise the
+	// link-local addresses stay tentative for a second or two and IPv6
+	// neighbour discovery waits on them.
+	for _, ns := range []*NS{p.A, p.B} {
+		ns.MustRun(tb, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+	}
 	// Create in A with the peer moved straight into B: the pair never
 	// exists in the caller's namespace.
 	p.A.MustRun(tb, "ip", "link", "add", p.IfA, "type", "veth", "peer", "name", p.IfB, "netns", p.B.Name)
@@ -175,7 +181,6 @@ func NewVethPair(tb testing.TB) *VethPair {
 		{p.A, p.IfA, p.IPv4A, p.IPv6A, &p.IndexA, &p.MACA},
 		{p.B, p.IfB, p.IPv4B, p.IPv6B, &p.IndexB, &p.MACB},
 	} {
-		end.ns.MustRun(tb, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 		end.ns.MustRun(tb, "ip", "addr", "add", end.v4.String()+"/24", "dev", end.ifname)
 		end.ns.MustRun(tb, "ip", "addr", "add", end.v6.String()+"/64", "dev", end.ifname, "nodad")
 		end.ns.MustRun(tb, "ip", "link", "set", end.ifname, "up")

@@ -13,6 +13,15 @@ func TestVethPairCarriesTraffic(t *testing.T) {
 	t.Run("pair", func(t *testing.T) {
 		p := NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
+		// No address may be left tentative (DAD off before the links existed).
+		for _, end := range []struct {
+			ns     *NS
+			ifname string
+		}{{p.A, p.IfA}, {p.B, p.IfB}} {
+			if addrs := end.ns.MustRun(t, "ip", "-6", "addr", "show", "dev", end.ifname); strings.Contains(addrs, "tentative") {
+				t.Errorf("%s has tentative IPv6 addresses:\n%s", end.ifname, addrs)
+			}
+		}
 		out := p.A.MustRun(t, "ping", "-c", "1", "-W", "2", p.IPv4B.String())
 		if !strings.Contains(out, "1 received") {
 			t.Fatalf("ping over the pair failed: %s", out)
