@@ -129,6 +129,9 @@ func runDaemon(args []string, stdout io.Writer) error {
 
 	e, err := engine.Start(fc.Config)
 	if err != nil {
+		if hint := privilegeHint(err); hint != "" {
+			return fmt.Errorf("%w%s", err, hint)
+		}
 		return err
 	}
 	defer e.Stop()
