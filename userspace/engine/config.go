@@ -39,6 +39,7 @@ type FileConfig struct {
 //	mtu N | queues N | frames N
 //	pin DIR                        (bpffs directory of the XDP pins)
 //	fail-open                      (leave XDP pinned on stop)
+//	tun-offload on|off             (TUN vnet_hdr GSO/GRO; default on)
 //	control PATH                   (control socket)
 //	keys FILE                      (SA lines kept in a separate file)
 //	ip xfrm state add ...          (an SA, `ip xfrm state` syntax)
@@ -195,6 +196,18 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			err = fmt.Errorf("`fail-open` takes no argument")
 		}
 		fc.FailOpen = true
+	case "tun-offload":
+		var v string
+		if v, err = arg("on or off"); err == nil {
+			switch v {
+			case "on":
+				fc.NoTUNOffload = false
+			case "off":
+				fc.NoTUNOffload = true
+			default:
+				err = fmt.Errorf("`tun-offload %s`: expected on or off", v)
+			}
+		}
 	case "control":
 		fc.Control, err = arg("socket path")
 	case "keys":
@@ -206,7 +219,7 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			err = fc.load(kf, true)
 		}
 	default:
-		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, control, keys, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
+		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, tun-offload, control, keys, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
 	}
 	return false, err
 }

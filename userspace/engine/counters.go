@@ -33,6 +33,8 @@ const (
 	OutEncryptError                 // Encrypt failed: sequence overflow, expired, no room
 	OutTxDropped                    // tx ring stayed full (dropped)
 	OutTransmitted                  // frames posted on an AF_XDP tx ring
+	OutGSOMalformed                 // TUN packets whose virtio_net_hdr does not fit them (dropped)
+	InCoalesced                     // inner TCP segments merged into another's TUN write (GRO)
 	numCounters
 )
 
@@ -57,6 +59,8 @@ var counterNames = [numCounters]string{
 	OutEncryptError:  "out-encrypt-error",
 	OutTxDropped:     "out-tx-dropped",
 	OutTransmitted:   "out-transmitted",
+	OutGSOMalformed:  "out-gso-malformed",
+	InCoalesced:      "in-coalesced",
 }
 
 // CounterName returns the stable name of c ("in-delivered", ...).

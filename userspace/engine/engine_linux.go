@@ -59,6 +59,13 @@ type Config struct {
 	// FailOpen leaves the XDP program and its maps pinned on Stop, so IPsec
 	// traffic falls back to the kernel (steer-fallback) until a restart.
 	FailOpen bool
+	// NoTUNOffload turns off the TUN's virtio_net_hdr offloads (config line
+	// `tun-offload off`). By default the TUN is created with
+	// tun.Config.VnetHdr: the local TCP stack hands the workers 64 KiB
+	// super-packets that they segment before ESP (engine/gso), and inbound
+	// TCP segments of one flow decrypted in one batch reach the stack in
+	// one coalesced write.
+	NoTUNOffload bool
 	// TUN is the TUN device name (DefaultTUN when empty).
 	TUN string
 	// Addrs are the TUN's addresses (the inner addresses of this host).
@@ -297,7 +304,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 	if mtu == 0 {
 		mtu = minMTU - e.maxOverhead()
 	}
-	if e.dev, err = tun.Create(tun.Config{Name: cfg.TUN, Queues: queues, MTU: mtu, TxQueueLen: 1000, Addrs: cfg.Addrs, Routes: cfg.Routes}); err != nil {
+	if e.dev, err = tun.Create(tun.Config{Name: cfg.TUN, Queues: queues, MTU: mtu, TxQueueLen: 1000, Addrs: cfg.Addrs, Routes: cfg.Routes, VnetHdr: !cfg.NoTUNOffload}); err != nil {
 		return nil, fmt.Errorf("create tun %s: %w", cfg.TUN, err)
 	}
 	for _, p := range e.spd.List() {
@@ -341,7 +348,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 	e.wg.Add(1)
 	go e.housekeeping()
 	e.log.Info("engine started", "links", cfg.Links, "queues", queues, "tun", e.dev.Name(), "mtu", mtu,
-		"afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
+		"tun-offload", fmt.Sprintf("%#x", e.dev.Offloads()), "afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
 	return e, nil
 }
 

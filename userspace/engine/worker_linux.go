@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/userspace/afxdp"
+	"github.com/xdpsec/xdpsec/userspace/engine/gso"
 	"github.com/xdpsec/xdpsec/userspace/engine/neigh"
 	"github.com/xdpsec/xdpsec/userspace/engine/pmtu"
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
@@ -33,6 +34,9 @@ const (
 	// outTailroom is left free at a frame's end for the ESP trailer and
 	// ICV when the TUN reads a packet into it.
 	outTailroom = 128
+	// vnetReads bounds the super-packets (up to 64 KiB each) the outbound
+	// path reads from a vnet_hdr TUN per round, so inbound gets its turn.
+	vnetReads = 4
 )
 
 // worker owns queue q: the AF_XDP socket of queue q on every link that has
@@ -48,8 +52,8 @@ type worker struct {
 	inPkts  [][]byte
 	outer   ipsec.Outer
 	scratch *ipsec.Scratch // the transforms' working memory, this worker's own
-	flow    sad.Flow // the selector fields of the packet at hand
-	primary int // link whose frames the TUN reads into
+	flow    sad.Flow       // the selector fields of the packet at hand
+	primary int            // link whose frames the TUN reads into
 
 	rdDesc  []afxdp.Desc // frames allocated for TUN reads, not yet used
 	rdBufs  [][]byte
@@ -60,6 +64,14 @@ type worker struct {
 	icmpVec [][]byte
 	pfd     []unix.PollFd
 	linkIdx map[int]int // ifindex -> link position (read-only after init)
+
+	// With a vnet_hdr TUN (the default, see Config.NoTUNOffload):
+	vnet     bool
+	gro      *gso.Coalescer // inbound: one TUN write per coalesced flow
+	seg      gso.Segmenter  // outbound: super-packet -> segments
+	big      [][]byte       // outbound: one 64 KiB read buffer
+	bigSize  []int
+	icmpVnet [][][]byte // tooBig's write: zero header + ICMP
 }
 
 func newWorker(e *Engine, q int) *worker {
@@ -85,6 +97,12 @@ func (w *worker) init() {
 	w.icmpVec = make([][]byte, 1)
 	w.linkIdx = map[int]int{}
 	w.primary = -1
+	if w.vnet = w.e.dev.VnetHdr(); w.vnet {
+		w.gro = gso.NewCoalescer(batchSize)
+		w.big = [][]byte{make([]byte, gso.HdrLen+65535)}
+		w.bigSize = make([]int, 1)
+		w.icmpVnet = [][][]byte{{make([]byte, gso.HdrLen), nil}}
+	}
 	w.pfd = append(w.pfd, unix.PollFd{Fd: int32(w.e.evfd), Events: unix.POLLIN},
 		unix.PollFd{Fd: int32(w.e.dev.Queue(w.q).Fd()), Events: unix.POLLIN})
 	for i, s := range w.socks {
@@ -253,14 +271,44 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			c.c[InPolicyMismatch].Add(1)
 			continue
 		}
+		if w.vnet {
+			w.gro.Add(inner) // never full: it holds a batch
+			continue
+		}
 		w.inPkts = append(w.inPkts, inner)
 	}
-	if len(w.inPkts) > 0 {
+	if w.vnet {
+		w.deliverCoalesced()
+	} else if len(w.inPkts) > 0 {
 		n, _ := w.e.dev.Queue(w.q).Write(w.inPkts)
 		c.c[InDelivered].Add(uint64(n))
 		c.c[InTUNRejected].Add(uint64(len(w.inPkts) - n))
 	}
 	s.Release(batch)
+}
+
+// deliverCoalesced writes the batch's inner packets into the vnet_hdr TUN,
+// TCP segments of one flow coalesced into one write (engine/gso). The
+// counters stay per inner packet: a super-packet the kernel accepts counts
+// each of its segments as delivered.
+func (w *worker) deliverCoalesced() {
+	if w.gro.Len() == 0 {
+		return
+	}
+	c := w.ctr
+	q := w.e.dev.Queue(w.q)
+	out := w.gro.Flush()
+	for i := range out {
+		segs := uint64(len(out[i]) - 1) // header, head, one part per merged segment
+		if n, _ := q.Writev(out[i : i+1]); n == 1 {
+			c.c[InDelivered].Add(segs)
+		} else {
+			c.c[InTUNRejected].Add(segs)
+		}
+		if segs > 1 {
+			c.c[InCoalesced].Add(segs - 1)
+		}
+	}
 }
 
 // dropped offers a frame dropped with verdict v to the drop capture, if
@@ -330,6 +378,9 @@ func (w *worker) inboundAllowed(inner []byte, sas []*sad.Association) bool {
 // primary link and sends what the policies allow. It reports whether it
 // found packets.
 func (w *worker) outbound() bool {
+	if w.vnet {
+		return w.outboundVnet()
+	}
 	s := w.socks[w.primary]
 	// Top the read frames up to a batch: spare frames first, then Alloc.
 	for len(w.rdDesc) < batchSize && len(w.spare[w.primary]) > 0 {
@@ -366,6 +417,86 @@ func (w *worker) outbound() bool {
 		w.transmit(li, ss)
 	}
 	return true
+}
+
+// outboundVnet reads up to vnetReads packets from the vnet_hdr TUN, each
+// possibly a TCP/UDP super-packet, cuts each into segments (engine/gso)
+// written straight into frames of the primary link, and sends every
+// segment as outbound() sends a packet. OutPackets counts segments.
+func (w *worker) outboundVnet() bool {
+	s := w.socks[w.primary]
+	q := w.e.dev.Queue(w.q)
+	off := s.Info().RxOffset
+	c := w.ctr
+	work := false
+	for r := 0; r < vnetReads; r++ {
+		n, err := q.TryRead(w.big, w.bigSize)
+		if err != nil || n == 0 {
+			break
+		}
+		work = true
+		var h gso.Hdr
+		buf := w.big[0][:w.bigSize[0]]
+		if h.Decode(buf) != nil || w.seg.Reset(buf[gso.HdrLen:], h) != nil {
+			c.c[OutGSOMalformed].Add(1)
+			continue
+		}
+		for {
+			d, ok := w.frame()
+			if !ok {
+				// Every frame is in flight: the rest of the super-packet
+				// has nowhere to go (TCP retransmits it).
+				c.c[OutTxDropped].Add(1)
+				break
+			}
+			fr := s.Frame(d.Addr)
+			m, err := w.seg.Next(fr[off : len(fr)-outTailroom])
+			if m == 0 {
+				if err != nil {
+					c.c[OutGSOMalformed].Add(1)
+				}
+				w.recycle(d)
+				break
+			}
+			c.c[OutPackets].Add(1)
+			w.send(s, d, off, m)
+		}
+	}
+	for li, ss := range w.socks {
+		if ss != nil && len(w.tx[li]) > 0 {
+			w.transmit(li, ss)
+		}
+	}
+	return work
+}
+
+// frame returns a free frame of the primary link: a spare one, else a new
+// one, else (all in flight) one reaped from the completion ring after
+// posting what waits for transmit.
+func (w *worker) frame() (afxdp.Desc, bool) {
+	for try := 0; try < 2; try++ {
+		if sp := w.spare[w.primary]; len(sp) > 0 {
+			d := sp[len(sp)-1]
+			w.spare[w.primary] = sp[:len(sp)-1]
+			return d, true
+		}
+		if len(w.rdDesc) > 0 { // frames the non-vnet path allocated
+			d := w.rdDesc[len(w.rdDesc)-1]
+			w.rdDesc = w.rdDesc[:len(w.rdDesc)-1]
+			return d, true
+		}
+		var one [1]afxdp.Desc
+		if w.socks[w.primary].Alloc(one[:]) == 1 {
+			return one[0], true
+		}
+		for li, ss := range w.socks {
+			if ss != nil && len(w.tx[li]) > 0 {
+				w.transmit(li, ss)
+			}
+		}
+		w.socks[w.primary].Complete()
+	}
+	return afxdp.Desc{}, false
 }
 
 // transmit posts link li's pending frames, reaping completions when the
@@ -528,7 +659,14 @@ func (w *worker) tooBig(pkt []byte, mtu int) {
 		return
 	}
 	w.icmpVec[0] = w.icmp[:n]
-	if k, _ := w.e.dev.Queue(w.q).Write(w.icmpVec); k == 1 {
+	var k int
+	if w.vnet {
+		w.icmpVnet[0][1] = w.icmp[:n] // behind a zero virtio_net_hdr
+		k, _ = w.e.dev.Queue(w.q).Writev(w.icmpVnet)
+	} else {
+		k, _ = w.e.dev.Queue(w.q).Write(w.icmpVec)
+	}
+	if k == 1 {
 		w.ctr.c[OutTooBig].Add(1)
 	} else {
 		w.ctr.c[OutTooBigDropped].Add(1)
