@@ -22,11 +22,20 @@
 // Encrypt; DISCARD: counted. A packet that would exceed the route MTU once
 // encapsulated is answered with an ICMP "too big" written back into the TUN.
 //
+// TUN offload (default; `tun-offload off` disables it): the TUN carries a
+// virtio_net_hdr (engine/tun Config.VnetHdr). Outbound, one read returns up
+// to a 64 KiB TCP/UDP super-packet that engine/gso cuts into MTU-sized
+// segments, each copied into its own AF_XDP frame and then protected as
+// above. Inbound, the decrypted TCP segments of one flow in a batch are
+// coalesced (engine/gso, GRO rules) into one writev(2) with a GSO header.
+// Counters stay per wire packet (segment); in-coalesced counts the
+// segments that shared another's write.
+//
 // The hot path makes no allocation, no channel operation and no per-packet
 // syscall: the syscalls are per batch (the AF_XDP kicks, the TUN read and
-// write loops, which the TUN API makes one read(2)/write(2) per packet, see
-// engine/tun), and poll(2) only when a worker found nothing to do for a
-// bounded number of rounds.
+// write loops, which the TUN API makes one read(2)/write(2) per packet, or
+// per super-packet with the offload, see engine/tun), and poll(2) only when
+// a worker found nothing to do for a bounded number of rounds.
 //
 // # The XDP SA map follows the SAD
 //
