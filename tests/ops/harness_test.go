@@ -306,27 +306,8 @@ func udpBurst(t *testing.T, p *testutil.VethPair, addr string, n, size int) int 
 // with labels as the exposition format prints them (sorted by name).
 func scrape(t *testing.T, ns *testutil.NS, addr string) map[string]float64 {
 	t.Helper()
-	var conn net.Conn
-	if err := ns.Do(func() (err error) { conn, err = net.DialTimeout("tcp", addr, 5*time.Second); return }); err != nil {
-		t.Fatalf("dial metrics %s in %s: %v", addr, ns.Name, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\nAccept: text/plain\r\n\r\n", addr)
-	br := bufio.NewReader(conn)
-	status, err := br.ReadString('\n')
-	if err != nil || !strings.Contains(status, " 200 ") {
-		t.Fatalf("GET /metrics: %q %v", status, err)
-	}
-	for { // headers
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if line == "\r\n" {
-			break
-		}
-	}
+	br, done := httpGet(t, ns, addr, "/metrics")
+	defer done()
 	samples := map[string]float64{}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -343,6 +324,34 @@ func scrape(t *testing.T, ns *testutil.NS, addr string) map[string]float64 {
 		samples[line[:i]] = v
 	}
 	return samples
+}
+
+// httpGet sends GET path to addr from inside ns (the dial runs on a thread
+// in the namespace), checks for 200 and returns the body's reader.
+func httpGet(t *testing.T, ns *testutil.NS, addr, path string) (*bufio.Reader, func()) {
+	t.Helper()
+	var conn net.Conn
+	if err := ns.Do(func() (err error) { conn, err = net.DialTimeout("tcp", addr, 5*time.Second); return }); err != nil {
+		t.Fatalf("dial metrics %s in %s: %v", addr, ns.Name, err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\nAccept: text/plain\r\n\r\n", path, addr)
+	br := bufio.NewReader(conn)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(status, " 200 ") {
+		conn.Close()
+		t.Fatalf("GET %s: %q %v", path, status, err)
+	}
+	for { // headers
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	return br, func() { conn.Close() }
 }
 
 var labelRE = regexp.MustCompile(`(\w+)="([^"]*)"`)

@@ -3,6 +3,7 @@ package ops
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,10 @@ import (
 	"github.com/xdpsec/xdpsec/internal/testutil"
 )
 
-const metricsAddr = "127.0.0.1:9470"
+const (
+	metricsAddr = "127.0.0.1:9470"
+	pprofAddr   = "127.0.0.1:6060"
+)
 
 // TestMetricsAndDropCapture runs the two-daemon tunnel with --metrics on
 // B, sends counted UDP through it and checks B's /metrics against what was
@@ -32,8 +36,16 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	confA, _, sockA := writeConfig(t, "a", k, "pin "+pin)
 	confB, _, sockB := writeConfig(t, "b", k, "pin "+pin)
 	a := startDaemon(t, p.A, confA, sockA, nil)
-	b := startDaemon(t, p.B, confB, sockB, nil, "--metrics", metricsAddr)
+	b := startDaemon(t, p.B, confB, sockB, nil, "--metrics", metricsAddr, "--pprof", pprofAddr)
 	ping(t, p.B, "198.51.100.1", 2, a, b)
+
+	// --pprof serves Go's profiles on loopback, and /metrics does not.
+	br, done := httpGet(t, p.B, pprofAddr, "/debug/pprof/goroutine?debug=1")
+	prof, _ := io.ReadAll(br)
+	done()
+	if !strings.Contains(string(prof), "engine.(*worker).run") {
+		t.Errorf("pprof goroutine profile lacks the engine's workers:\n%.2000s", prof)
+	}
 
 	// Every xfrm_stat name is exported, zero or not.
 	m0 := scrape(t, p.B, metricsAddr)
