@@ -376,11 +376,17 @@ func (r *rxOnly) perPacket(tb testing.TB, frame []byte, n int) float64 {
 //	loss-%          frames offered that the pipeline did not deliver
 func BenchmarkInbound(b *testing.B) {
 	testutil.RequireRoot(b)
+	ref := newRxOnly(b)
+	for _, mode := range []string{"on", "off"} {
+		b.Run("tun-offload="+mode, func(b *testing.B) { benchInbound(b, ref, mode) })
+	}
+}
+
+func benchInbound(b *testing.B, ref *rxOnly, offload string) {
 	p := testutil.NewVethPair(b)
 	pin := benchBPFFS(b)
-	e := benchEngine(b, p.A, benchConfig(p.IfA, pin))
+	e := benchEngine(b, p.A, benchConfig(p.IfA, pin)+"tun-offload "+offload+"\n")
 	gen := newLiveGenerator(b, p.IndexB)
-	ref := newRxOnly(b)
 	const saIn = "ip xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x1002 mode tunnel aead 'rfc4106(gcm(aes))' " + benchKey + " 128"
 	for _, size := range []int{64, 1400} {
 		b.Run(strconv.Itoa(size), func(b *testing.B) {
@@ -432,9 +438,15 @@ func BenchmarkInbound(b *testing.B) {
 //	              was the bottleneck when this is > 0)
 func BenchmarkOutbound(b *testing.B) {
 	testutil.RequireRoot(b)
+	for _, mode := range []string{"on", "off"} {
+		b.Run("tun-offload="+mode, func(b *testing.B) { benchOutbound(b, mode) })
+	}
+}
+
+func benchOutbound(b *testing.B, offload string) {
 	p := testutil.NewVethPair(b)
 	pin := benchBPFFS(b)
-	e := benchEngine(b, p.A, benchConfig(p.IfA, pin))
+	e := benchEngine(b, p.A, benchConfig(p.IfA, pin)+"tun-offload "+offload+"\n")
 	p.A.MustRun(b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	// Resolve B for the forward (the first packets must not wait on ARP).
 	p.A.MustRun(b, "ping", "-c", "1", "-w", "2", p.IPv4B.String())

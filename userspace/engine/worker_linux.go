@@ -34,9 +34,11 @@ const (
 	// outTailroom is left free at a frame's end for the ESP trailer and
 	// ICV when the TUN reads a packet into it.
 	outTailroom = 128
-	// vnetReads bounds the super-packets (up to 64 KiB each) the outbound
-	// path reads from a vnet_hdr TUN per round, so inbound gets its turn.
-	vnetReads = 4
+	// vnetReads bounds the reads from a vnet_hdr TUN per round; a round
+	// also ends once a batch of segments is out (two 64 KiB super-packets
+	// make ~90), so inbound gets its turn and small packets still share
+	// one tx kick per batch.
+	vnetReads = batchSize
 )
 
 // worker owns queue q: the AF_XDP socket of queue q on every link that has
@@ -72,6 +74,7 @@ type worker struct {
 	big      [][]byte       // outbound: one 64 KiB read buffer
 	bigSize  []int
 	icmpVnet [][][]byte // tooBig's write: zero header + ICMP
+	accepted []bool     // Writev's per-packet result
 }
 
 func newWorker(e *Engine, q int) *worker {
@@ -102,6 +105,7 @@ func (w *worker) init() {
 		w.big = [][]byte{make([]byte, gso.HdrLen+65535)}
 		w.bigSize = make([]int, 1)
 		w.icmpVnet = [][][]byte{{make([]byte, gso.HdrLen), nil}}
+		w.accepted = make([]bool, batchSize)
 	}
 	w.pfd = append(w.pfd, unix.PollFd{Fd: int32(w.e.evfd), Events: unix.POLLIN},
 		unix.PollFd{Fd: int32(w.e.dev.Queue(w.q).Fd()), Events: unix.POLLIN})
@@ -298,9 +302,10 @@ func (w *worker) deliverCoalesced() {
 	c := w.ctr
 	q := w.e.dev.Queue(w.q)
 	out := w.gro.Flush()
+	q.Writev(out, w.accepted)
 	for i := range out {
 		segs := uint64(len(out[i]) - 1) // header, head, one part per merged segment
-		if n, _ := q.Writev(out[i : i+1]); n == 1 {
+		if w.accepted[i] {
 			c.c[InDelivered].Add(segs)
 		} else {
 			c.c[InTUNRejected].Add(segs)
@@ -429,12 +434,13 @@ func (w *worker) outboundVnet() bool {
 	off := s.Info().RxOffset
 	c := w.ctr
 	work := false
-	for r := 0; r < vnetReads; r++ {
+	for r, segs := 0, 0; r < vnetReads && segs < batchSize; r++ {
 		n, err := q.TryRead(w.big, w.bigSize)
 		if err != nil || n == 0 {
 			break
 		}
 		work = true
+		segs0 := segs
 		var h gso.Hdr
 		buf := w.big[0][:w.bigSize[0]]
 		if h.Decode(buf) != nil || w.seg.Reset(buf[gso.HdrLen:], h) != nil {
@@ -458,9 +464,10 @@ func (w *worker) outboundVnet() bool {
 				w.recycle(d)
 				break
 			}
-			c.c[OutPackets].Add(1)
+			segs++
 			w.send(s, d, off, m)
 		}
+		c.c[OutPackets].Add(uint64(segs - segs0))
 	}
 	for li, ss := range w.socks {
 		if ss != nil && len(w.tx[li]) > 0 {
@@ -662,7 +669,7 @@ func (w *worker) tooBig(pkt []byte, mtu int) {
 	var k int
 	if w.vnet {
 		w.icmpVnet[0][1] = w.icmp[:n] // behind a zero virtio_net_hdr
-		k, _ = w.e.dev.Queue(w.q).Writev(w.icmpVnet)
+		k, _ = w.e.dev.Queue(w.q).Writev(w.icmpVnet, nil)
 	} else {
 		k, _ = w.e.dev.Queue(w.q).Write(w.icmpVec)
 	}

@@ -573,8 +573,9 @@ func (q *Queue) Stats() QueueStats {
 // typically the virtio_net_hdr alone), handed over in one writev(2). A
 // packet of more than 128 parts is refused and counted in TxRejected.
 // Counting and errors are as for Write; bytes count the whole packet,
-// header included. It allocates nothing.
-func (q *Queue) Writev(pkts [][][]byte) (int, error) {
+// header included. When accepted is not nil (len(accepted) >= len(pkts)),
+// accepted[i] tells whether the kernel took packet i. It allocates nothing.
+func (q *Queue) Writev(pkts [][][]byte, accepted []bool) (int, error) {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed.Load() {
@@ -584,6 +585,9 @@ func (q *Queue) Writev(pkts [][][]byte) (int, error) {
 	var err error
 	for i := 0; i < len(pkts); i++ {
 		parts := pkts[i]
+		if accepted != nil {
+			accepted[i] = false
+		}
 		if len(parts) > len(q.iov) || len(parts) == 0 {
 			rejected++
 			continue
@@ -603,6 +607,9 @@ func (q *Queue) Writev(pkts [][][]byte) (int, error) {
 		case 0:
 			n++
 			bytes += int(m)
+			if accepted != nil {
+				accepted[i] = true
+			}
 			continue
 		case unix.EINTR:
 			i--

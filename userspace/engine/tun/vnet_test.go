@@ -174,7 +174,7 @@ func TestVnetCoalescedWriteReachesSocket(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			mss := []byte{2, 4, 0x05, 0x78} // MSS 1400
 			syn := buildTCP(remote, local, 40000, 5201, 1000, 0, tcpSYN, mss, nil)
-			if n, err := q.Writev([][][]byte{{zeroHdr[:], syn}}); n != 1 {
+			if n, err := q.Writev([][][]byte{{zeroHdr[:], syn}}, nil); n != 1 {
 				t.Fatalf("write SYN: %d, %v", n, err)
 			}
 			buf := make([]byte, 65536+VnetHdrLen)
@@ -182,7 +182,7 @@ func TestVnetCoalescedWriteReachesSocket(t *testing.T) {
 			l4 := tcpOf(synack)
 			peerSeq := binary.BigEndian.Uint32(synack[l4+4:]) + 1
 			ack := buildTCP(remote, local, 40000, 5201, 1001, peerSeq, tcpACK, nil, nil)
-			if n, err := q.Writev([][][]byte{{zeroHdr[:], ack}}); n != 1 {
+			if n, err := q.Writev([][][]byte{{zeroHdr[:], ack}}, nil); n != 1 {
 				t.Fatalf("write ACK: %d, %v", n, err)
 			}
 			// 40 segments of 1000 bytes in one batch: one super-packet
@@ -205,7 +205,7 @@ func TestVnetCoalescedWriteReachesSocket(t *testing.T) {
 				t.Fatalf("40 in-order segments coalesced into %d packets, want 1", len(out))
 			}
 			before := q.Stats()
-			if n, err := q.Writev(out); n != 1 {
+			if n, err := q.Writev(out, nil); n != 1 {
 				t.Fatalf("kernel refused the coalesced packet: %d, %v (stats %+v)", n, err, q.Stats())
 			}
 			if got := q.Stats().TxPackets - before.TxPackets; got != 1 {
@@ -264,7 +264,7 @@ func TestVnetSegmentKernelSuperPackets(t *testing.T) {
 			isn := binary.BigEndian.Uint32(syn[l4+4:])
 			const mss = 1000
 			synack := buildTCP(remote, local, 5201, sport, 7000, isn+1, tcpSYN|tcpACK, []byte{2, 4, mss >> 8, mss & 0xff}, nil)
-			if n, err := q.Writev([][][]byte{{zeroHdr[:], synack}}); n != 1 {
+			if n, err := q.Writev([][][]byte{{zeroHdr[:], synack}}, nil); n != 1 {
 				t.Fatalf("write SYN-ACK: %d, %v", n, err)
 			}
 			var s gso.Segmenter
@@ -317,7 +317,7 @@ func TestVnetSegmentKernelSuperPackets(t *testing.T) {
 					}
 				}
 				ack := buildTCP(remote, local, 5201, sport, 7001, next, tcpACK, nil, nil)
-				q.Writev([][][]byte{{zeroHdr[:], ack}})
+				q.Writev([][][]byte{{zeroHdr[:], ack}}, nil)
 			}
 			if !bytes.Equal(stream, data) {
 				t.Fatalf("reassembled %d of %d bytes; equal prefix: %v", len(stream), len(data), bytes.Equal(stream, data[:len(stream)]))
