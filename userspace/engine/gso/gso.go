@@ -96,18 +96,35 @@ func (h Hdr) Encode(b []byte) {
 	binary.NativeEndian.PutUint16(b[8:], h.CsumOffset)
 }
 
-// sum adds b to the ones' complement accumulator acc (not folded). Big-
-// endian 64-bit words with end-around carry fold to the same 16-bit sum as
-// RFC 1071's 16-bit words.
+// sum adds b to the ones' complement accumulator acc (not folded).
+//
+// The bulk runs on little-endian 32-bit words in four independent 64-bit
+// accumulators (no carry chain: 2^32 words cannot overflow them), folded
+// and byte-swapped once at the end; a ones' complement sum is byte-order
+// independent up to that swap (RFC 1071 §2(B)). That is 1.4x the speed of
+// a 64-bit add-with-carry chain on big-endian words (64 vs 90 ns for 1400
+// bytes here). The tail (< 32 bytes, starting at an even offset) is added
+// in big-endian order.
 func sum(b []byte, acc uint64) uint64 {
-	var c uint64
-	for len(b) >= 32 {
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
-		b = b[32:]
+	if len(b) >= 32 {
+		var a0, a1, a2, a3 uint64
+		for len(b) >= 32 {
+			a0 += uint64(binary.LittleEndian.Uint32(b))
+			a1 += uint64(binary.LittleEndian.Uint32(b[4:]))
+			a2 += uint64(binary.LittleEndian.Uint32(b[8:]))
+			a3 += uint64(binary.LittleEndian.Uint32(b[12:]))
+			a0 += uint64(binary.LittleEndian.Uint32(b[16:]))
+			a1 += uint64(binary.LittleEndian.Uint32(b[20:]))
+			a2 += uint64(binary.LittleEndian.Uint32(b[24:]))
+			a3 += uint64(binary.LittleEndian.Uint32(b[28:]))
+			b = b[32:]
+		}
+		s, c := bits.Add64(a0, a1, 0)
+		s, c = bits.Add64(s, a2, c)
+		s, c = bits.Add64(s, a3, c)
+		acc += uint64(bits.ReverseBytes16(fold(s + c)))
 	}
+	var c uint64
 	for len(b) >= 8 {
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]

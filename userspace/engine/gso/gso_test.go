@@ -483,3 +483,14 @@ func BenchmarkSegment64K(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(segs), "ns/segment")
 }
+
+func BenchmarkChecksum1400(b *testing.B) {
+	buf := make([]byte, 1400)
+	for i := range buf {
+		buf[i] = byte(i * 13)
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		sum(buf, 0)
+	}
+}
