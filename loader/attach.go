@@ -116,6 +116,11 @@ type Datapath struct {
 	dir    string
 	prog   *ebpf.Program
 	lnk    link.Link // nil when attached through netlink
+	// features is read from the collection when this process loaded the
+	// program itself (featuresKnown); a Datapath opened from pins reads it
+	// from the kernel instead, which needs CAP_SYS_ADMIN (map by id).
+	features      Features
+	featuresKnown bool
 }
 
 func findLink(ifname string) (netlink.Link, error) {
@@ -305,7 +310,12 @@ func datapathFrom(coll *ebpf.Collection, ifname, dir string) (*Datapath, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Datapath{Maps: mm, ifname: ifname, dir: dir, prog: coll.DetachProgram(bpf.ProgClassify)}, nil
+	d := &Datapath{Maps: mm, ifname: ifname, dir: dir, prog: coll.DetachProgram(bpf.ProgClassify)}
+	var f uint32
+	if v := coll.Variables[bpf.VarFeatures]; v != nil && v.Get(&f) == nil {
+		d.features, d.featuresKnown = Features(f), true
+	}
+	return d, nil
 }
 
 func attachProgram(prog *ebpf.Program, l netlink.Link, mode Mode, opts Options) (link.Link, error) {
@@ -596,10 +606,16 @@ func (d *Datapath) Status() (Status, error) {
 	return st, nil
 }
 
-// Features reads xdpsec_features from the .rodata of the program attached
-// in the kernel (located through the map's BTF), so it describes the
-// program actually running, whichever build loaded it.
+// Features returns xdpsec_features of the program attached: from the
+// collection when this process loaded it, otherwise from the .rodata of
+// the program running in the kernel (located through the map's BTF), so it
+// describes the program actually running, whichever build loaded it. The
+// second way opens maps by id, which the kernel allows only with
+// CAP_SYS_ADMIN.
 func (d *Datapath) Features() (Features, error) {
+	if d.featuresKnown {
+		return d.features, nil
+	}
 	return programFeatures(d.prog)
 }
 
@@ -609,9 +625,11 @@ func programFeatures(prog *ebpf.Program) (Features, error) {
 		return 0, fmt.Errorf("inspect program: %w", err)
 	}
 	ids, _ := info.MapIDs()
+	var openErr error
 	for _, id := range ids {
 		m, err := ebpf.NewMapFromID(id)
 		if err != nil {
+			openErr = err
 			continue
 		}
 		f, found, err := rodataFeatures(m)
@@ -619,6 +637,9 @@ func programFeatures(prog *ebpf.Program) (Features, error) {
 		if found || err != nil {
 			return f, err
 		}
+	}
+	if openErr != nil {
+		return 0, fmt.Errorf("read %s of program %s: open its maps by id: %w (needs CAP_SYS_ADMIN; a process that loads the program itself does not)", bpf.VarFeatures, info.Name, openErr)
 	}
 	return 0, fmt.Errorf("program %s has no %s in its .rodata", info.Name, bpf.VarFeatures)
 }

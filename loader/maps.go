@@ -29,6 +29,11 @@ func mapsFrom(m map[string]*ebpf.Map) (*Maps, error) {
 	return out, nil
 }
 
+// SACapacity returns the number of SAs the SA map holds (its max_entries
+// as the kernel reports it; a pinned map reused from an earlier run keeps
+// its own size). It needs no privilege beyond holding the map.
+func (m *Maps) SACapacity() uint32 { return m.sas.MaxEntries() }
+
 func (m *Maps) close() {
 	for _, x := range []*ebpf.Map{m.sas, m.xsks, m.config, m.counters} {
 		if x != nil {

@@ -122,15 +122,9 @@ func DatapathInputs(d *loader.Datapath, eng *capabilities.Engine) (capabilities.
 	if err != nil {
 		return capabilities.ProbeInputs{}, fmt.Errorf("probe datapath: %w", err)
 	}
-	prog, err := ebpf.NewProgramFromID(st.ProgramID)
-	if err != nil {
-		return capabilities.ProbeInputs{}, fmt.Errorf("probe datapath on %s: open program %d: %w", st.Interface, st.ProgramID, err)
-	}
-	defer prog.Close()
-	capacity, err := SACapacity(prog)
-	if err != nil {
-		return capabilities.ProbeInputs{}, fmt.Errorf("probe datapath on %s: %w", st.Interface, err)
-	}
+	// The datapath holds its SA map: its size needs no map-by-id lookup
+	// (which only CAP_SYS_ADMIN may do).
+	capacity := Capacity(d.SACapacity())
 	return capabilities.ProbeInputs{
 		Link:     st.Interface,
 		SelfTest: SelfTest,

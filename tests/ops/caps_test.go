@@ -96,6 +96,13 @@ func TestDaemonWithUnitCapabilities(t *testing.T) {
 	if st := b.stats(); st.InVerdicts["ok"] < 3 || st.Counters["in-delivered"] < 3 {
 		t.Errorf("B did not decrypt the pings: %v %v", st.InVerdicts, st.Counters)
 	}
+	// The capabilities probe must work with the unit's set too (it reads
+	// the program's published shapes without CAP_SYS_ADMIN).
+	for _, d := range []*daemon{a, b} {
+		if log := d.stderr.String(); strings.Contains(log, "capabilities probe failed") {
+			t.Errorf("daemon pid %d: capabilities probe failed under the unit's capabilities:\n%s", d.cmd.Process.Pid, log)
+		}
+	}
 }
 
 // TestDaemonWithoutEachCapability starts the daemon with the unit's set

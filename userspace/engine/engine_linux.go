@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -144,23 +143,7 @@ type engineLink struct {
 	dp      *loader.Datapath
 	xdpConf loader.Config
 	mode    string // XDP attach mode, read at Start (Status looks the link up by name in the caller's namespace)
-	saCap   int    // max_entries of the link's XDP SA map as the kernel reports it (0: unknown)
-}
-
-// saMapCapacity reads the size of the SA map of the attached program id
-// (a pinned map reused from an earlier run keeps its own size); 0 when the
-// kernel cannot tell.
-func saMapCapacity(id ebpf.ProgramID) int {
-	prog, err := ebpf.NewProgramFromID(id)
-	if err != nil {
-		return 0
-	}
-	defer prog.Close()
-	c, err := probe.SACapacity(prog)
-	if err != nil {
-		return 0
-	}
-	return int(c.MaxEntries())
+	saCap   int    // max_entries of the link's XDP SA map as the kernel reports it
 }
 
 // ErrSAMapFull is wrapped by AddSA, UpdateSA and Reload when an inbound SA
@@ -235,8 +218,8 @@ func Start(cfg Config) (_ *Engine, err error) {
 		el.mode = "unknown"
 		if st, err := dp.Status(); err == nil {
 			el.mode = st.Mode.String()
-			el.saCap = saMapCapacity(st.ProgramID)
 		}
+		el.saCap = int(dp.SACapacity())
 		e.links = append(e.links, el)
 	}
 	// One socket per rx queue in use. Netlink reports the queues allocated
