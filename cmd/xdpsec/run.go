@@ -169,6 +169,15 @@ func runDaemon(args []string, stdout io.Writer) error {
 	}
 	if h := e.Capabilities(); h != nil {
 		capabilities.ServeControl(srv, h)
+		// Link down/up, MTU, queue and XDP mode changes reach the hub (and
+		// `xdpsec caps --watch`) as change events.
+		for _, name := range fc.Links {
+			w, err := capabilities.WatchLink(context.Background(), h, name, nil)
+			if err != nil {
+				return fmt.Errorf("watch link %s for capability changes: %w", name, err)
+			}
+			observers = append(observers, w.Stop)
+		}
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
