@@ -88,6 +88,12 @@ func ServeControl(srv *control.Server, h *Hub) {
 				if err := send(MessageOf(c)); err != nil {
 					return err
 				}
+				// The engine stopping is the last change a daemon
+				// publishes: end the stream with it, so the daemon's
+				// shutdown (WaitStreams, then Close) delivers it.
+				if c.Reason == ReasonEngineStop {
+					return nil
+				}
 			}
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/internal/control"
@@ -190,10 +191,14 @@ func runDaemon(args []string, stdout io.Writer) error {
 		case s := <-sigs:
 			if s != syscall.SIGHUP {
 				log.Info("stopping", "signal", s.String())
+				stopObservers()
+				// Stop publishes engine-stop to caps watchers; let their
+				// streams deliver it before the socket closes.
+				err := e.Stop()
+				srv.WaitStreams(time.Second)
 				srv.Close()
 				<-served
-				stopObservers()
-				return e.Stop()
+				return err
 			}
 			sum, err := reload()
 			if err != nil {

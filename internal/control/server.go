@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,9 +52,10 @@ type Server struct {
 	conns   map[net.Conn]struct{}
 	closed  bool
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	running atomic.Int32 // stream handlers in progress
 
 	closeOnce sync.Once
 	closeErr  error
@@ -230,6 +232,21 @@ func (s *Server) Serve() error {
 	}
 }
 
+// WaitStreams waits at most d for the stream handlers in progress to end
+// on their own, and reports whether they did. A daemon calls it between
+// publishing its last events (say, engine stopped) and Close, so that
+// streams that end on such an event deliver it instead of being cut.
+func (s *Server) WaitStreams(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for s.running.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 // Close stops accepting, cancels handlers and streams, closes every
 // connection, waits for their goroutines, and removes the socket file and
 // its lock. Calls in flight may fail with a closed connection.
@@ -366,6 +383,8 @@ func (s *Server) runCall(req request, h HandlerFunc) (resp response) {
 }
 
 func (s *Server) runStream(c *net.UnixConn, r *bufio.Reader, w *bufio.Writer, req request, h StreamFunc) {
+	s.running.Add(1)
+	defer s.running.Add(-1)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// The client says nothing more during a stream: any read result

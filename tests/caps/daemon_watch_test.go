@@ -14,13 +14,14 @@ import (
 // TestDaemonWatchSeesLinkEvents runs `xdpsec caps --watch -j` against a
 // real daemon and changes the protected link under it: the daemon's hub
 // must report the MTU change and the link going down and up, in order and
-// with increasing sequence numbers (NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG).
+// with increasing sequence numbers (NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG),
+// and SIGTERM must reach the watcher as engine-stop before the socket goes.
 func TestDaemonWatchSeesLinkEvents(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.NewVethPair(t)
 	d := startOperatorDaemon(t, p)
 
-	watch := d.ns.Command(d.bin, "caps", "--watch", "-j", "--count", "4", "--socket", d.socket)
+	watch := d.ns.Command(d.bin, "caps", "--watch", "-j", "--count", "5", "--socket", d.socket)
 	out, err := watch.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +68,13 @@ func TestDaemonWatchSeesLinkEvents(t *testing.T) {
 	down := next("link down")
 	p.A.MustRun(t, "ip", "link", "set", p.IfA, "up")
 	up := next("link up")
+	d.stop() // SIGTERM
+	stop := next("engine stop")
 
 	want := []struct {
 		e      event
 		reason string
-	}{{mtu, "mtu-change"}, {down, "link-down"}, {up, "link-up"}}
+	}{{mtu, "mtu-change"}, {down, "link-down"}, {up, "link-up"}, {stop, "engine-stop"}}
 	prev := first.Seq
 	for _, w := range want {
 		if w.e.Reason != w.reason {
