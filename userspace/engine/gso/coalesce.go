@@ -19,10 +19,18 @@ const (
 // one flow into one super-packet with a virtio_net_hdr describing it
 // (GSO type TCPv4/TCPv6, GSOSize = the first segment's payload,
 // NEEDS_CSUM with the pseudo-header sum in the checksum field), as the
-// kernel's GRO would before the packets reach the stack. Every other
-// packet passes unchanged behind a zero header.
+// kernel's GRO would before the packets reach the stack; and consecutive
+// same-size UDP datagrams of one flow into one GSO_UDP_L4 packet, which the
+// stack delivers as the original datagrams (segmenting it for a socket
+// without UDP_GRO). Every other packet passes unchanged behind a zero
+// header.
 //
-// Rules (those of tcp_gro_receive, kept strict): only TCP segments with
+// UDP rules: no IPv4 options or fragments, no IPv6 extension headers, a
+// non-zero checksum, every datagram's payload the size of the first (a
+// shorter one ends the super-packet), same TOS/TTL/DF (IPv6: first word
+// and hop limit), checksums verified.
+//
+// TCP rules (those of tcp_gro_receive, kept strict): only TCP segments with
 // payload, ACK set and no flag but PSH; IPv4 without options or
 // fragmentation, IPv6 without extension headers; same addresses, ports,
 // ACK number, window, TCP options, TOS/traffic class and TTL/hop limit;
@@ -56,9 +64,10 @@ type part struct {
 type item struct {
 	pkt   []byte // the head segment
 	nmore int    // payload parts after the head
-	open  bool   // a TCP segment that may take more
+	open  bool   // a TCP segment or UDP datagram that may take more
+	udp   bool   // a UDP datagram (merged datagrams: GSO_UDP_L4)
 	v4    bool
-	l4    int // TCP header offset, 0 when the packet is not TCP
+	l4    int // TCP/UDP header offset, 0 when the packet is neither
 	hl    int // IP+TCP header length
 	mss   int
 	total int
@@ -88,13 +97,18 @@ func (c *Coalescer) Add(pkt []byte) bool {
 		return false
 	}
 	l4, hl, ok := tcpCandidate(pkt)
+	udp := false
 	if !ok {
-		l4 = tcpOffset(pkt)
+		if l4, hl, ok = udpCandidate(pkt); ok {
+			udp = true
+		} else {
+			l4 = tcpOffset(pkt)
+		}
 	}
 	if l4 > 0 {
 		for i := len(c.items) - 1; i >= 0; i-- {
 			it := &c.items[i]
-			if it.l4 == 0 || !sameFlow(it.pkt, it.l4, pkt, l4) {
+			if it.l4 == 0 || it.udp != udp || !sameFlow(it.pkt, it.l4, pkt, l4) {
 				continue
 			}
 			// The newest packet of the flow: merge or start anew, never
@@ -106,13 +120,15 @@ func (c *Coalescer) Add(pkt []byte) bool {
 			break
 		}
 	}
-	it := item{pkt: pkt, open: ok, l4: l4, hl: hl, total: len(pkt)}
+	it := item{pkt: pkt, open: ok, udp: udp, l4: l4, hl: hl, total: len(pkt)}
 	if ok {
 		it.v4 = pkt[0]>>4 == 4
 		it.mss = len(pkt) - hl
-		it.next = binary.BigEndian.Uint32(pkt[l4+4:]) + uint32(it.mss)
-		it.psh = pkt[l4+13]&tcpFlagPSH != 0
-		it.open = !it.psh
+		if !udp {
+			it.next = binary.BigEndian.Uint32(pkt[l4+4:]) + uint32(it.mss)
+			it.psh = pkt[l4+13]&tcpFlagPSH != 0
+			it.open = !it.psh
+		}
 	}
 	c.items = append(c.items, it)
 	return true
@@ -120,6 +136,9 @@ func (c *Coalescer) Add(pkt []byte) bool {
 
 func (c *Coalescer) merge(idx int, pkt []byte, l4, hl int) bool {
 	it := &c.items[idx]
+	if it.udp {
+		return c.mergeUDP(idx, pkt, l4, hl)
+	}
 	pay := len(pkt) - hl
 	h := it.pkt
 	if hl-l4 != it.hl-it.l4 || pay > it.mss || it.total+pay > maxSuper || it.nmore+1 >= maxSegs ||
@@ -129,11 +148,7 @@ func (c *Coalescer) merge(idx int, pkt []byte, l4, hl int) bool {
 		!bytes.Equal(pkt[l4+20:hl], h[it.l4+20:it.hl]) { // options
 		return false
 	}
-	if it.v4 {
-		if pkt[1] != h[1] || pkt[8] != h[8] || (pkt[6]^h[6])&0x40 != 0 {
-			return false
-		}
-	} else if binary.BigEndian.Uint32(pkt) != binary.BigEndian.Uint32(h) || pkt[7] != h[7] {
+	if !sameIPFields(it.v4, h, pkt) {
 		return false
 	}
 	if !tcpChecksumOK(pkt, l4) {
@@ -160,6 +175,42 @@ func (c *Coalescer) merge(idx int, pkt []byte, l4, hl int) bool {
 	return true
 }
 
+// mergeUDP appends a datagram of the flow to item idx: the same size as
+// the head's payload (a shorter one is the last), same IP fields, both
+// checksums verified.
+func (c *Coalescer) mergeUDP(idx int, pkt []byte, l4, hl int) bool {
+	it := &c.items[idx]
+	pay := len(pkt) - hl
+	h := it.pkt
+	if pay > it.mss || pay == 0 || it.total+pay > maxSuper || it.nmore+1 >= maxSegs || !sameIPFields(it.v4, h, pkt) ||
+		!udpChecksumOK(pkt, l4) {
+		return false
+	}
+	if !it.csum {
+		if !udpChecksumOK(h, it.l4) {
+			it.open = false
+			return false
+		}
+		it.csum = true
+	}
+	c.parts = append(c.parts, part{item: idx, b: pkt[hl:]})
+	it.nmore++
+	it.total += pay
+	if pay < it.mss {
+		it.open = false
+	}
+	return true
+}
+
+// sameIPFields compares what a merged packet keeps of its head only:
+// IPv4 TOS, TTL and DF; IPv6 traffic class, flow label and hop limit.
+func sameIPFields(v4 bool, a, b []byte) bool {
+	if v4 {
+		return a[1] == b[1] && a[8] == b[8] && (a[6]^b[6])&0x40 == 0
+	}
+	return binary.BigEndian.Uint32(a) == binary.BigEndian.Uint32(b) && a[7] == b[7]
+}
+
 // Flush finishes the batch: it returns one packet per element, each as the
 // parts of one write (the virtio_net_hdr first, then the bytes), in the
 // order their first segment was added, and resets the Coalescer. The
@@ -184,18 +235,25 @@ func (c *Coalescer) Flush() [][][]byte {
 		} else {
 			binary.BigEndian.PutUint16(h[4:], uint16(it.total-40))
 		}
-		if it.psh {
-			h[it.l4+13] |= tcpFlagPSH
-		}
 		// Checksum-partial: the field holds the folded pseudo-header sum,
 		// the kernel finishes (and segments) from there.
-		binary.BigEndian.PutUint16(h[it.l4+16:], fold(pseudo(h, protoTCP, it.total-it.l4)))
-		gt := uint8(GSOTCPv6)
-		if it.v4 {
-			gt = GSOTCPv4
+		if it.udp {
+			binary.BigEndian.PutUint16(h[it.l4+4:], uint16(it.total-it.l4))
+			binary.BigEndian.PutUint16(h[it.l4+6:], fold(pseudo(h, protoUDP, it.total-it.l4)))
+			Hdr{Flags: FlagNeedsCsum, GSOType: GSOUDPL4, HdrLen: uint16(it.hl), GSOSize: uint16(it.mss),
+				CsumStart: uint16(it.l4), CsumOffset: 6}.Encode(c.hdrs[i][:])
+		} else {
+			if it.psh {
+				h[it.l4+13] |= tcpFlagPSH
+			}
+			binary.BigEndian.PutUint16(h[it.l4+16:], fold(pseudo(h, protoTCP, it.total-it.l4)))
+			gt := uint8(GSOTCPv6)
+			if it.v4 {
+				gt = GSOTCPv4
+			}
+			Hdr{Flags: FlagNeedsCsum, GSOType: gt, HdrLen: uint16(it.hl), GSOSize: uint16(it.mss),
+				CsumStart: uint16(it.l4), CsumOffset: 16}.Encode(c.hdrs[i][:])
 		}
-		Hdr{Flags: FlagNeedsCsum, GSOType: gt, HdrLen: uint16(it.hl), GSOSize: uint16(it.mss),
-			CsumStart: uint16(it.l4), CsumOffset: 16}.Encode(c.hdrs[i][:])
 		flat = append(flat, c.hdrs[i][:], h)
 		for _, p := range c.parts {
 			if p.item == i {
@@ -269,4 +327,28 @@ func tcpOffset(pkt []byte) int {
 		return 40
 	}
 	return 0
+}
+
+// udpCandidate reports whether pkt is a UDP datagram that may be merged:
+// IPv4 without options or fragmentation, or IPv6 without extension
+// headers, lengths consistent, a payload, and a checksum (an IPv4 datagram
+// sent without one passes alone).
+func udpCandidate(pkt []byte) (l4, hl int, ok bool) {
+	switch {
+	case len(pkt) >= 29 && pkt[0] == 0x45 && pkt[9] == protoUDP && binary.BigEndian.Uint16(pkt[6:])&0x3fff == 0 &&
+		int(binary.BigEndian.Uint16(pkt[2:])) == len(pkt):
+		l4 = 20
+	case len(pkt) >= 49 && pkt[0]>>4 == 6 && pkt[6] == protoUDP && int(binary.BigEndian.Uint16(pkt[4:]))+40 == len(pkt):
+		l4 = 40
+	default:
+		return 0, 0, false
+	}
+	if int(binary.BigEndian.Uint16(pkt[l4+4:])) != len(pkt)-l4 || binary.BigEndian.Uint16(pkt[l4+6:]) == 0 {
+		return 0, 0, false
+	}
+	return l4, l4 + 8, true
+}
+
+func udpChecksumOK(pkt []byte, l4 int) bool {
+	return fold(sum(pkt[l4:], pseudo(pkt, protoUDP, len(pkt)-l4))) == 0xffff
 }

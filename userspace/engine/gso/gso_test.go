@@ -494,3 +494,118 @@ func BenchmarkChecksum1400(b *testing.B) {
 		sum(buf, 0)
 	}
 }
+
+// udpPacket builds an IPv4 or IPv6 UDP datagram with correct checksums.
+func udpPacket(v6 bool, payload []byte) []byte {
+	l4 := 20
+	if v6 {
+		l4 = 40
+	}
+	p := make([]byte, l4+8+len(payload))
+	if v6 {
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+		p[6], p[7] = protoUDP, 64
+		s, d := src6.As16(), dst6.As16()
+		copy(p[8:], s[:])
+		copy(p[24:], d[:])
+	} else {
+		p[0] = 0x45
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		binary.BigEndian.PutUint16(p[4:], 0x1234)
+		p[8], p[9] = 64, protoUDP
+		s, d := src4.As4(), dst4.As4()
+		copy(p[12:], s[:])
+		copy(p[16:], d[:])
+		ipv4HeaderChecksum(p[:20])
+	}
+	u := p[l4:]
+	binary.BigEndian.PutUint16(u[0:], 4000)
+	binary.BigEndian.PutUint16(u[2:], 9)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	copy(u[8:], payload)
+	c := ^fold(sum(u, pseudo(p, protoUDP, len(u))))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return p
+}
+
+func TestCoalesceUDPRoundTrip(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		c := NewCoalescer(64)
+		var want [][]byte
+		for i := 0; i < 10; i++ {
+			n := 500
+			if i == 9 {
+				n = 123 // the last may be shorter
+			}
+			p := udpPacket(v6, bytes.Repeat([]byte{byte(i + 1)}, n))
+			want = append(want, bytes.Clone(p))
+			c.Add(p)
+		}
+		c.Add(udpPacket(v6, make([]byte, 500))) // after a short one: a new packet
+		out := c.Flush()
+		if len(out) != 2 {
+			t.Fatalf("v6=%v: %d packets out, want 2", v6, len(out))
+		}
+		h, super := joined(t, out[0])
+		l4 := 20
+		if v6 {
+			l4 = 40
+		}
+		if h.GSOType != GSOUDPL4 || h.GSOSize != 500 || int(h.CsumStart) != l4 || h.CsumOffset != 6 || int(h.HdrLen) != l4+8 {
+			t.Fatalf("header %+v", h)
+		}
+		var s Segmenter
+		if err := s.Reset(super, Hdr{Flags: FlagNeedsCsum, CsumStart: h.CsumStart, CsumOffset: h.CsumOffset}); err != nil {
+			t.Fatal(err)
+		}
+		whole := make([]byte, 70000)
+		n, err := s.Next(whole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPacket(t, whole[:n]) // the partial checksum completes correctly
+		if err := s.Reset(super, h); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 2048)
+		for i := 0; ; i++ {
+			n, err := s.Next(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				if i != 10 {
+					t.Fatalf("%d datagrams back, want 10", i)
+				}
+				break
+			}
+			w := want[i]
+			if !v6 {
+				binary.BigEndian.PutUint16(w[4:], 0x1234+uint16(i))
+				ipv4HeaderChecksum(w[:20])
+			}
+			if !bytes.Equal(buf[:n], w) {
+				t.Fatalf("v6=%v datagram %d differs", v6, i)
+			}
+		}
+	}
+	// A datagram with a bad checksum, or another size first, is not merged.
+	c := NewCoalescer(8)
+	a := udpPacket(false, make([]byte, 100))
+	bad := udpPacket(false, make([]byte, 100))
+	bad[len(bad)-1] ^= 1
+	c.Add(a)
+	c.Add(bad)
+	if out := c.Flush(); len(out) != 2 {
+		t.Fatal("a datagram with a bad checksum was merged")
+	}
+	c.Add(a)
+	c.Add(udpPacket(false, make([]byte, 101)))
+	if out := c.Flush(); len(out) != 2 {
+		t.Fatal("a longer datagram was merged")
+	}
+}
