@@ -21,7 +21,7 @@ func TestDaemonWatchSeesLinkEvents(t *testing.T) {
 	p := testutil.NewVethPair(t)
 	d := startOperatorDaemon(t, p)
 
-	watch := d.ns.Command(d.bin, "caps", "--watch", "-j", "--count", "5", "--socket", d.socket)
+	watch := d.Command("caps", "--watch", "-j", "--count", "5")
 	out, err := watch.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +52,11 @@ func TestDaemonWatchSeesLinkEvents(t *testing.T) {
 		select {
 		case e, ok := <-events:
 			if !ok {
-				t.Fatalf("watch ended before %s; daemon log:\n%s", what, d.logText())
+				t.Fatalf("watch ended before %s; daemon log:\n%s", what, d.Log())
 			}
 			return e
 		case <-time.After(10 * time.Second):
-			t.Fatalf("no event for %s within 10 s; daemon log:\n%s", what, d.logText())
+			t.Fatalf("no event for %s within 10 s; daemon log:\n%s", what, d.Log())
 		}
 		return event{}
 	}
@@ -68,7 +68,7 @@ func TestDaemonWatchSeesLinkEvents(t *testing.T) {
 	down := next("link down")
 	p.A.MustRun(t, "ip", "link", "set", p.IfA, "up")
 	up := next("link up")
-	d.stop() // SIGTERM
+	d.Stop() // SIGTERM
 	stop := next("engine stop")
 
 	want := []struct {

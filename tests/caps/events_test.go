@@ -10,15 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/capabilities/probe"
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 	"github.com/xdpsec/xdpsec/loader"
 )
 
@@ -88,16 +86,9 @@ func TestWatchChild(t *testing.T) {
 func TestWatchEmitsQueueChangeAndXDPFallback(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.NewVethPair(t)
-	pin := filepath.Join(t.TempDir(), "bpf")
-	if err := os.Mkdir(pin, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	// `ip netns exec` hides /sys/fs/bpf: the pins live on a bpffs of the
 	// test's own, which the child's mount namespace sees.
-	if err := unix.Mount("bpf", pin, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs on %s: %v", pin, err)
-	}
-	t.Cleanup(func() { unix.Unmount(pin, unix.MNT_DETACH) })
+	pin := xdpsectest.MountBPFFS(t)
 	opts := loader.Options{PinRoot: pin, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	attach := func(m loader.Mode) {
 		t.Helper()

@@ -9,11 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/internal/pcap"
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
 )
 
@@ -36,113 +35,41 @@ const (
 	ahSPI  = 0x2002
 )
 
+func TestMain(m *testing.M) { xdpsectest.Main(m) }
+
 // operatorDaemon is one `xdpsec run` in namespace A of a veth pair, its
 // link xa0 terminating an inbound ESP SA and an inbound AH SA from B.
 type operatorDaemon struct {
-	t      *testing.T
-	bin    string
-	ns     *testutil.NS
-	socket string
-	pin    string
-	cmd    *exec.Cmd
-	log    string // the daemon's output file
-	done   chan struct{}
-}
-
-// buildXdpsec builds cmd/xdpsec into the test's temporary directory.
-func buildXdpsec(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "xdpsec")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/xdpsec").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	*xdpsectest.Daemon
+	t *testing.T
 }
 
 // startOperatorDaemon writes the config (SAs with keys: mode 0600, as
 // xdpsec demands) and starts the daemon as an operator would, through
-// `ip netns exec`. The pins live on a bpffs of the test's own: `ip netns
-// exec` hides /sys/fs/bpf.
+// `ip netns exec`, its output going to a log file. The pins live on a bpffs
+// of the test's own: `ip netns exec` hides /sys/fs/bpf.
 func startOperatorDaemon(t *testing.T, p *testutil.VethPair) *operatorDaemon {
 	t.Helper()
 	dir := t.TempDir()
-	pin := filepath.Join(dir, "bpf")
-	if err := os.Mkdir(pin, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpf", pin, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs on %s: %v", pin, err)
-	}
-	t.Cleanup(func() { unix.Unmount(pin, unix.MNT_DETACH) })
-	conf := filepath.Join(dir, "xdpsec.conf")
 	lines := []string{
 		"link " + p.IfA + " mode native",
 		"tun xdpsec0",
 		"address 198.51.100.1/32",
-		"pin " + pin,
+		"pin " + xdpsectest.MountBPFFS(t),
 		fmt.Sprintf("ip xfrm state add src %s dst %s proto esp spi %#x mode tunnel aead 'rfc4106(gcm(aes))' 0x%x 128", p.IPv4B, p.IPv4A, espSPI, espKey),
 		fmt.Sprintf("ip xfrm state add src %s dst %s proto ah spi %#x mode tunnel auth-trunc 'hmac(sha256)' 0x%x 128", p.IPv4B, p.IPv4A, ahSPI, ahKey),
 	}
-	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &operatorDaemon{t: t, bin: buildXdpsec(t), ns: p.A, socket: filepath.Join(dir, "run", "control.sock"), pin: pin, log: filepath.Join(dir, "daemon.log"), done: make(chan struct{})}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close() // the child has its own descriptor
-	d.cmd = p.A.Command(d.bin, "run", "--config", conf, "--socket", d.socket)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(d.stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, ok := d.cli("stats"); ok {
-			return d
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("xdpsec run exited at start:\n%s", d.logText())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdpsec run not answering on %s after 15 s", d.socket)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	conf := xdpsectest.WriteConfig(t, dir, "xdpsec", lines, nil)
+	d := xdpsectest.StartDaemon(t, p.A, conf, xdpsectest.Options{LogFile: filepath.Join(dir, "daemon.log")})
+	return &operatorDaemon{Daemon: d, t: t}
 }
 
-func (d *operatorDaemon) logText() string {
-	b, _ := os.ReadFile(d.log)
-	return string(b)
-}
-
-// stop sends SIGTERM to the daemon's PID, waits at most 10 s, then kills
-// that PID.
-func (d *operatorDaemon) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		d.t.Errorf("xdpsec run (pid %d) ignored SIGTERM for 10 s; killing it", d.cmd.Process.Pid)
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
-// cli runs `xdpsec ARGS --socket S` in the daemon's namespace.
+// cli runs `xdpsec ARGS --socket S` in the daemon's namespace and returns
+// its trimmed output and whether it succeeded; output holding a key fails
+// the test.
 func (d *operatorDaemon) cli(args ...string) (string, bool) {
-	out, err := d.ns.Command(d.bin, append(args, "--socket", d.socket)...).CombinedOutput()
-	s := strings.TrimSpace(string(out))
+	out, err := d.CLI(args...)
+	s := strings.TrimSpace(out)
 	for _, k := range [][]byte{espKey, ahKey} {
 		if strings.Contains(strings.ToLower(s), hex.EncodeToString(k)[:16]) {
 			d.t.Errorf("xdpsec %v printed key bytes", args)
@@ -306,7 +233,7 @@ func classifyCapture(t *testing.T, d *operatorDaemon, p *testutil.VethPair, fs [
 	args := []string{"classify", "--pcap", path, "--json",
 		"--sa", fmt.Sprintf("src %s dst %s proto esp spi %#x", p.IPv4B, p.IPv4A, espSPI),
 		"--sa", fmt.Sprintf("src %s dst %s proto ah spi %#x", p.IPv4B, p.IPv4A, ahSPI)}
-	out, err := exec.Command(d.bin, append(args, extra...)...).CombinedOutput()
+	out, err := exec.Command(d.Bin(), append(args, extra...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("xdpsec %v: %v\n%s", args, err, out)
 	}
@@ -373,7 +300,7 @@ func TestCapsSetSwitchesTheLiveDatapath(t *testing.T) {
 	logPhase("defaults", b, a)
 	if delta(b, a, "steered") != 2*n || a.espPkts-b.espPkts != n || a.ahPkts-b.ahPkts != n || delta(b, a, "disabled-class") != 0 {
 		t.Fatalf("defaults: steered %d (want %d), engine esp %d ah %d (want %d each), disabled-class %d\nreasons %v\n%s",
-			delta(b, a, "steered"), 2*n, a.espPkts-b.espPkts, a.ahPkts-b.ahPkts, n, delta(b, a, "disabled-class"), a.reasons, d.logText())
+			delta(b, a, "steered"), 2*n, a.espPkts-b.espPkts, a.ahPkts-b.ahPkts, n, delta(b, a, "disabled-class"), a.reasons, d.Log())
 	}
 
 	// 2. The operator switches AH off.
