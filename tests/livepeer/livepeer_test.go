@@ -15,60 +15,22 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 	"github.com/xdpsec/xdpsec/userspace/engine"
 )
 
 // python is Debian's interpreter: the first python3 in PATH lacks scapy.
 const python = "/usr/bin/python3"
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// xdpsecBinary builds cmd/xdpsec once per test binary.
-func xdpsecBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "xdpsec-livepeer-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "xdpsec")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/xdpsec/xdpsec/cmd/xdpsec").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { xdpsectest.Main(m) }
 
 // needScapy skips when Debian's python with scapy is not there.
 func needScapy(t *testing.T) {
@@ -215,168 +177,55 @@ func newSA(t *testing.T, a algo, spi uint32, src, dst string, natt bool, extra .
 }
 
 func (s saSide) xfrmLine() string {
-	return fmt.Sprintf("ip xfrm state add src %s dst %s proto %s spi 0x%08x mode tunnel %s\n", s.Src, s.Dst, s.Proto, s.SPI, s.xfrmAlgo)
+	return fmt.Sprintf("ip xfrm state add src %s dst %s proto %s spi 0x%08x mode tunnel %s", s.Src, s.Dst, s.Proto, s.SPI, s.xfrmAlgo)
 }
 
-// mountBPFFS gives the test a bpffs of its own for the daemon's pins
-// (`ip netns exec` hides /sys/fs/bpf).
-func mountBPFFS(t *testing.T) string {
+// writeConfig writes A's config and key file (0600).
+func writeConfig(t *testing.T, p *testutil.VethPair, pin string, inner int, out, in saSide) xdpsectest.Config {
 	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
-
-// writeConfig writes A's config (no keys, 0644) and key file (0600).
-func writeConfig(t *testing.T, p *testutil.VethPair, pin string, inner int, out, in saSide) (conf, socket string) {
-	t.Helper()
-	dir := t.TempDir()
 	a, b := innerAddrs[inner][0], innerAddrs[inner][1]
-	var keys strings.Builder
-	keys.WriteString("# livepeer test keys: random per run\n")
-	keys.WriteString(out.xfrmLine())
-	keys.WriteString(in.xfrmLine())
-	if err := os.WriteFile(filepath.Join(dir, "a.keys"), []byte(keys.String()), 0o600); err != nil {
-		t.Fatal(err)
+	keys := []string{"# livepeer test keys: random per run", out.xfrmLine(), in.xfrmLine()}
+	c := []string{
+		"# xdpsec side of the live scapy interop",
+		"link " + p.IfA,
+		"tun xdpsec0",
+		"address " + hostPrefix(a),
+		"pin " + pin,
+		"keys a.keys",
+		fmt.Sprintf("ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto %s mode tunnel",
+			hostPrefix(a), hostPrefix(b), out.Src, out.Dst, out.Proto),
+		fmt.Sprintf("ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto %s mode tunnel",
+			hostPrefix(b), hostPrefix(a), in.Src, in.Dst, in.Proto),
 	}
-	c := fmt.Sprintf(`# xdpsec side of the live scapy interop
-link %s
-tun xdpsec0
-address %s
-pin %s
-keys a.keys
-ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto %s mode tunnel
-ip xfrm policy add src %s dst %s dir in tmpl src %s dst %s proto %s mode tunnel
-`, p.IfA, hostPrefix(a), pin,
-		hostPrefix(a), hostPrefix(b), out.Src, out.Dst, out.Proto,
-		hostPrefix(b), hostPrefix(a), in.Src, in.Dst, in.Proto)
-	conf = filepath.Join(dir, "a.conf")
-	if err := os.WriteFile(conf, []byte(c), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return conf, filepath.Join(dir, "run", "control.sock")
-}
-
-// logBuffer collects the daemon's output, written by exec's copier
-// goroutine while the test reads it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// daemon is one running `xdpsec run`, stopped by its PID at cleanup.
-type daemon struct {
-	t       *testing.T
-	bin     string
-	ns      *testutil.NS
-	link    string
-	socket  string
-	cmd     *exec.Cmd
-	out     *logBuffer
-	done    chan struct{}
-	waitErr error // valid once done is closed
+	return xdpsectest.WriteConfig(t, t.TempDir(), "a", c, keys)
 }
 
 // startDaemon runs `xdpsec run` in ns (the datapath on link) and waits,
 // bounded, until its control socket answers. Cleanup stops it and checks
 // that it left nothing on the link.
-func startDaemon(t *testing.T, ns *testutil.NS, link, conf, socket string) *daemon {
+func startDaemon(t *testing.T, ns *testutil.NS, link string, conf xdpsectest.Config) *xdpsectest.Daemon {
 	t.Helper()
-	d := &daemon{t: t, bin: xdpsecBinary(t), ns: ns, link: link, socket: socket, out: &logBuffer{}, done: make(chan struct{})}
-	d.cmd = ns.Command(d.bin, "run", "--config", conf, "--socket", socket)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.waitErr = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(d.stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := ns.Run(d.bin, "stats", "--socket", socket); err == nil {
-			return d
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("xdpsec run exited at start:\n%s", d.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdpsec run not answering on %s after 15 s:\n%s", socket, d.out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d := xdpsectest.StartDaemon(t, ns, conf, xdpsectest.Options{})
+	t.Cleanup(func() { checkCleanStop(t, d, link) }) // runs before the harness's own Stop
+	return d
 }
 
-// stop sends SIGTERM to the daemon's PID and waits (bounded), then
-// SIGKILL; a daemon that stopped on SIGTERM must have exited 0 and removed
-// its XDP program and TUN.
-func (d *daemon) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		d.t.Errorf("xdpsec run (pid %d) ignored SIGTERM for 10 s; killing it\n%s", d.cmd.Process.Pid, d.out)
-		d.cmd.Process.Kill()
-		<-d.done
+// checkCleanStop stops the daemon (SIGTERM, bounded, then SIGKILL); a
+// daemon that stopped on SIGTERM must have exited 0 and removed its XDP
+// program and TUN.
+func checkCleanStop(t *testing.T, d *xdpsectest.Daemon, link string) {
+	if !d.Stop() {
 		return
 	}
-	if d.waitErr != nil {
-		d.t.Errorf("xdpsec run exited with %v after SIGTERM:\n%s", d.waitErr, d.out)
+	if err := d.ExitErr(); err != nil {
+		t.Errorf("xdpsec run exited with %v after SIGTERM:\n%s", err, d.Log())
 	}
-	if out, err := d.ns.Run("ip", "link", "show", "dev", d.link); err != nil || strings.Contains(out, "prog/xdp") {
-		d.t.Errorf("after SIGTERM, %s still has an XDP program (or is gone: %v):\n%s", d.link, err, out)
+	if out, err := d.NS().Run("ip", "link", "show", "dev", link); err != nil || strings.Contains(out, "prog/xdp") {
+		t.Errorf("after SIGTERM, %s still has an XDP program (or is gone: %v):\n%s", link, err, out)
 	}
-	if out, err := d.ns.Run("ip", "link", "show", "dev", "xdpsec0"); err == nil {
-		d.t.Errorf("after SIGTERM, the TUN xdpsec0 is still there:\n%s", out)
+	if out, err := d.NS().Run("ip", "link", "show", "dev", "xdpsec0"); err == nil {
+		t.Errorf("after SIGTERM, the TUN xdpsec0 is still there:\n%s", out)
 	}
-}
-
-func (d *daemon) stats() engine.Stats {
-	d.t.Helper()
-	out, err := d.ns.Run(d.bin, "stats", "-j", "--socket", d.socket)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	var st engine.Stats
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		d.t.Fatalf("stats -j: %v\n%s", err, out)
-	}
-	return st
-}
-
-// dump renders the daemon's text stats and log, for failure messages.
-func (d *daemon) dump() string {
-	st, _ := d.ns.Run(d.bin, "stats", "--socket", d.socket)
-	return fmt.Sprintf("\n--- xdpsec stats:\n%s--- log:\n%s", st, d.out)
-}
-
-func saStats(st engine.Stats, key string) engine.SAStats {
-	for _, s := range st.SAs {
-		if s.Key == key {
-			return s
-		}
-	}
-	return engine.SAStats{}
 }
 
 // skipLinkLocalDAD replaces both ends' link-local addresses, still
@@ -477,7 +326,7 @@ const echoes = 3
 func TestScapyPeerEcho(t *testing.T) {
 	testutil.RequireRoot(t)
 	needScapy(t)
-	xdpsecBinary(t)
+	xdpsectest.Binary(t)
 	g0 := runtime.NumGoroutine()
 	for i, c := range liveCases {
 		var names []string
@@ -499,13 +348,12 @@ func TestScapyPeerEcho(t *testing.T) {
 			}
 			toA := newSA(t, c.algo, base+1, outerB, outerA, c.natt, inWords...)  // scapy -> xdpsec
 			toB := newSA(t, c.algo, base+2, outerA, outerB, c.natt, outWords...) // xdpsec -> scapy
-			pin := mountBPFFS(t)
-			conf, sock := writeConfig(t, p, pin, c.inner, toB, toA)
+			conf := writeConfig(t, p, xdpsectest.MountBPFFS(t), c.inner, toB, toA)
 			t0 := time.Now()
-			d := startDaemon(t, p.A, p.IfA, conf, sock)
+			d := startDaemon(t, p.A, p.IfA, conf)
 			t1 := time.Now()
 
-			st0 := d.stats()
+			st0 := d.Stats()
 			res := runPeer(t, p.B, peerInput{
 				Iface: p.IfB, MACSrc: p.MACB.String(), MACDst: p.MACA.String(),
 				Outer: c.outer, Inner: c.inner,
@@ -515,16 +363,16 @@ func TestScapyPeerEcho(t *testing.T) {
 			})
 			// The two bad packets get no reply to wait for: poll (bounded)
 			// until the engine has judged every packet the peer sent.
-			st1 := d.stats()
+			st1 := d.Stats()
 			for deadline := time.Now().Add(5 * time.Second); verdicts(st1)-verdicts(st0) < uint64(res.Sent+res.BadSent) && time.Now().Before(deadline); {
 				time.Sleep(50 * time.Millisecond)
-				st1 = d.stats()
+				st1 = d.Stats()
 			}
 			t.Logf("daemon up in %v, peer ran %v: %+v", t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond), res)
 
 			if len(res.Errors) > 0 || res.Sent != echoes || res.Replies != echoes || res.BadSent != 2 {
 				t.Fatalf("scapy peer: sent %d (+%d bad), %d verified echo replies of %d; errors:\n  %s%s",
-					res.Sent, res.BadSent, res.Replies, echoes, strings.Join(res.Errors, "\n  "), d.dump())
+					res.Sent, res.BadSent, res.Replies, echoes, strings.Join(res.Errors, "\n  "), xdpsectest.Dump(d))
 			}
 			// xdpsec numbers its outbound packets from its configured
 			// start (1 on a fresh SA); the wire carries the low half.
@@ -543,7 +391,7 @@ func TestScapyPeerEcho(t *testing.T) {
 			if n := delta(st0.Counters, st1.Counters, "out-protected"); n != echoes {
 				t.Errorf("out-protected grew by %d, want %d", n, echoes)
 			}
-			in0, in1 := saStats(st0, saKey(toA)), saStats(st1, saKey(toA))
+			in0, in1 := xdpsectest.SAStats(st0, saKey(toA)), xdpsectest.SAStats(st1, saKey(toA))
 			if in1.Key == "" {
 				t.Fatalf("xdpsec has no SA %q: %+v", saKey(toA), st1.SAs)
 			}
@@ -567,12 +415,12 @@ func TestScapyPeerEcho(t *testing.T) {
 			if n := verdicts(st1) - verdicts(st0); n != echoes+2 {
 				t.Errorf("%d inbound verdicts, want %d (%v)", n, echoes+2, st1.InVerdicts)
 			}
-			out0, out1 := saStats(st0, saKey(toB)), saStats(st1, saKey(toB))
+			out0, out1 := xdpsectest.SAStats(st0, saKey(toB)), xdpsectest.SAStats(st1, saKey(toB))
 			if n := out1.Packets - out0.Packets; n != echoes {
 				t.Errorf("outbound SA %s packets grew by %d, want %d", out1.Key, n, echoes)
 			}
 			if t.Failed() {
-				t.Log(d.dump())
+				t.Log(xdpsectest.Dump(d))
 			}
 		})
 		checkNoLeaks(t, names)
