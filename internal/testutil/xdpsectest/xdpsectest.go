@@ -111,6 +111,35 @@ func WriteConfig(tb testing.TB, dir, name string, lines, keyLines []string) Conf
 	return c
 }
 
+var (
+	rootOnce sync.Once
+	rootDir  string
+	rootErr  error
+)
+
+// ReadExample returns the lines of examples/FILE of the module (the shipped
+// example configs), without the final newline.
+func ReadExample(tb testing.TB, file string) []string {
+	tb.Helper()
+	rootOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		mod := strings.TrimSpace(string(out))
+		if err != nil || mod == "" || mod == os.DevNull {
+			rootErr = fmt.Errorf("find the module root (go env GOMOD: %q): %v", mod, err)
+			return
+		}
+		rootDir = filepath.Dir(mod)
+	})
+	if rootErr != nil {
+		tb.Fatal(rootErr)
+	}
+	b, err := os.ReadFile(filepath.Join(rootDir, "examples", file))
+	if err != nil {
+		tb.Fatalf("read example: %v", err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
 // LogBuffer is a bytes.Buffer that a process's output copier writes while
 // the test reads it: every method holds one lock.
 type LogBuffer struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +40,13 @@ func TestWriteConfigModes(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "b.keys")); !os.IsNotExist(err) {
 		t.Errorf("WriteConfig without keys wrote b.keys (%v)", err)
+	}
+}
+
+func TestReadExample(t *testing.T) {
+	lines := ReadExample(t, "tunnel-a.conf")
+	if !slices.Contains(lines, "keys tunnel-a.keys") || lines[len(lines)-1] == "" {
+		t.Errorf("examples/tunnel-a.conf read as %q", lines)
 	}
 }
 
