@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
 
 // systemdMemlock is systemd's default LimitMEMLOCK for services (8 MiB
@@ -70,37 +71,37 @@ func TestDaemonWithUnitCapabilities(t *testing.T) {
 	requireCapTools(t)
 	caps := unitCaps(t)
 	p := testutil.NewVethPair(t)
-	pin := mountBPFFS(t)
+	pin := xdpsectest.MountBPFFS(t)
 	k := newKeys(t)
-	confA, _, sockA := writeConfig(t, "a", k, "pin "+pin, umemFrames)
-	confB, _, sockB := writeConfig(t, "b", k, "pin "+pin, umemFrames)
-	a := startDaemon(t, p.A, confA, sockA, withCaps(caps))
-	b := startDaemon(t, p.B, confB, sockB, withCaps(caps))
+	confA := writeConfig(t, "a", k, "pin "+pin, umemFrames)
+	confB := writeConfig(t, "b", k, "pin "+pin, umemFrames)
+	a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{Wrap: withCaps(caps)})
+	b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{Wrap: withCaps(caps)})
 	// The daemon really runs with the unit's set and nothing more.
-	for _, d := range []*daemon{a, b} {
-		status, err := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/status")
+	for _, d := range []*xdpsectest.Daemon{a, b} {
+		status, err := os.ReadFile("/proc/" + strconv.Itoa(d.PID()) + "/status")
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(status), "\n") {
 			if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-				t.Logf("daemon pid %d CapEff %s", d.cmd.Process.Pid, strings.TrimSpace(v))
+				t.Logf("daemon pid %d CapEff %s", d.PID(), strings.TrimSpace(v))
 				if got, want := strings.TrimSpace(v), capMask(caps); got != want {
 					t.Errorf("daemon CapEff %s, want %s (%v)", got, want, caps)
 				}
 			}
 		}
 	}
-	ping(t, p.A, "198.51.100.2", 3, a, b)
-	ping(t, p.B, "2001:db8:a::1", 3, a, b)
-	if st := b.stats(); st.InVerdicts["ok"] < 3 || st.Counters["in-delivered"] < 3 {
+	xdpsectest.Ping(t, p.A, "198.51.100.2", 3, a, b)
+	xdpsectest.Ping(t, p.B, "2001:db8:a::1", 3, a, b)
+	if st := b.Stats(); st.InVerdicts["ok"] < 3 || st.Counters["in-delivered"] < 3 {
 		t.Errorf("B did not decrypt the pings: %v %v", st.InVerdicts, st.Counters)
 	}
 	// The capabilities probe must work with the unit's set too (it reads
 	// the program's published shapes without CAP_SYS_ADMIN).
-	for _, d := range []*daemon{a, b} {
-		if log := d.stderr.String(); strings.Contains(log, "capabilities probe failed") {
-			t.Errorf("daemon pid %d: capabilities probe failed under the unit's capabilities:\n%s", d.cmd.Process.Pid, log)
+	for _, d := range []*xdpsectest.Daemon{a, b} {
+		if log := d.Stderr(); strings.Contains(log, "capabilities probe failed") {
+			t.Errorf("daemon pid %d: capabilities probe failed under the unit's capabilities:\n%s", d.PID(), log)
 		}
 	}
 }
@@ -126,16 +127,15 @@ func TestDaemonWithoutEachCapability(t *testing.T) {
 				t.Fatalf("the unit grants %s but no test shows what needs it", c)
 			}
 			p := testutil.NewVethPair(t)
-			pin := mountBPFFS(t)
-			conf, _, sock := writeConfig(t, "b", newKeys(t), "pin "+pin, umemFrames)
+			conf := writeConfig(t, "b", newKeys(t), "pin "+xdpsectest.MountBPFFS(t), umemFrames)
 			less := slices.DeleteFunc(slices.Clone(caps), func(s string) bool { return s == c })
-			d := launchDaemon(t, p.B, conf, sock, withCaps(less))
-			if !d.wait(20 * time.Second) {
-				t.Fatalf("without %s the daemon still runs after 20 s:\n%s", c, d.stderr)
+			d := xdpsectest.LaunchDaemon(t, p.B, conf, xdpsectest.Options{Wrap: withCaps(less)})
+			if !d.Wait(20 * time.Second) {
+				t.Fatalf("without %s the daemon still runs after 20 s:\n%s", c, d.Stderr())
 			}
-			msg := strings.TrimSpace(d.stderr.String())
+			msg := strings.TrimSpace(d.Stderr())
 			t.Logf("without %s: %s", c, msg)
-			if d.err == nil {
+			if d.ExitErr() == nil {
 				t.Errorf("without %s the daemon exited 0", c)
 			}
 			// The log may hold lifecycle lines; the error is the last line

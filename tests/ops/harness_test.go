@@ -6,64 +6,22 @@ package ops
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xdpsec/xdpsec/internal/testutil"
-	"github.com/xdpsec/xdpsec/userspace/engine"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// xdpsecBinary builds cmd/xdpsec once per test binary (not stripped: the
-// profile test needs its symbols).
-func xdpsecBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "xdpsec-ops-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "xdpsec")
-		out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/xdpsec").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { xdpsectest.Main(m) }
 
 // tunnelKeys are the random keys (16-byte AES key + 4-byte salt) of one
 // test's tunnel: A->B (SPIs 0x1001, 0x1101) and B->A (0x1002, 0x1102).
@@ -82,180 +40,19 @@ const (
 	exampleKeyBA = "2122232425262728292a2b2c2d2e2f3031323334"
 )
 
-// writeConfig copies examples/tunnel-SIDE.{conf,keys} into a fresh
-// directory with the keys replaced by k's, the key file chmod 600, extra
+// writeConfig writes examples/tunnel-SIDE.{conf,keys} into a fresh
+// directory with the keys replaced by k's (the key file chmod 600) and extra
 // lines appended to the config.
-func writeConfig(t *testing.T, side string, k tunnelKeys, extra ...string) (conf, keys, socket string) {
+func writeConfig(t *testing.T, side string, k tunnelKeys, extra ...string) xdpsectest.Config {
 	t.Helper()
-	dir := t.TempDir()
-	for _, f := range []string{"tunnel-" + side + ".conf", "tunnel-" + side + ".keys"} {
-		b, err := os.ReadFile(filepath.Join("../../examples", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(b)
-		if strings.HasSuffix(f, ".conf") {
-			s += "\n" + strings.Join(extra, "\n") + "\n"
-		} else {
-			if !strings.Contains(s, exampleKeyAB) || !strings.Contains(s, exampleKeyBA) {
-				t.Fatalf("%s no longer holds the example keys this test replaces", f)
-			}
-			s = strings.ReplaceAll(s, exampleKeyAB, hex.EncodeToString(k.AB))
-			s = strings.ReplaceAll(s, exampleKeyBA, hex.EncodeToString(k.BA))
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	name := "tunnel-" + side
+	keys := strings.Join(xdpsectest.ReadExample(t, name+".keys"), "\n")
+	if !strings.Contains(keys, exampleKeyAB) || !strings.Contains(keys, exampleKeyBA) {
+		t.Fatalf("%s.keys no longer holds the example keys this test replaces", name)
 	}
-	return filepath.Join(dir, "tunnel-"+side+".conf"), filepath.Join(dir, "tunnel-"+side+".keys"), filepath.Join(dir, "run", "control.sock")
-}
-
-// mountBPFFS gives the test a bpffs of its own for the pins, visible from
-// the daemons' `ip netns exec` mount namespaces (which hide /sys/fs/bpf).
-func mountBPFFS(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount bpffs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// daemon is one running `xdpsec run`.
-type daemon struct {
-	t      *testing.T
-	bin    string
-	ns     *testutil.NS
-	conf   string
-	socket string
-	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error
-}
-
-// startDaemon runs `[wrap...] xdpsec run --config conf --socket socket
-// extra...` in ns and waits until it answers `stats`. It is stopped
-// (SIGTERM, then SIGKILL after 10 s) when the test ends.
-func startDaemon(t *testing.T, ns *testutil.NS, conf, socket string, wrap []string, extra ...string) *daemon {
-	t.Helper()
-	d := launchDaemon(t, ns, conf, socket, wrap, extra...)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := ns.Run(d.bin, "stats", "--socket", d.socket); err == nil {
-			return d
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("xdpsec run exited at start (%v):\n%s%s", d.err, d.stdout, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdpsec run not answering on %s after 15 s:\n%s%s", d.socket, d.stdout, d.stderr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// launchDaemon starts the daemon without waiting for it.
-func launchDaemon(t *testing.T, ns *testutil.NS, conf, socket string, wrap []string, extra ...string) *daemon {
-	t.Helper()
-	d := &daemon{t: t, bin: xdpsecBinary(t), ns: ns, conf: conf, socket: socket, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	args := append(append(slicesClone(wrap), d.bin, "run", "--config", conf, "--socket", socket), extra...)
-	d.cmd = ns.Command(args[0], args[1:]...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(d.stop)
-	return d
-}
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }
-
-// stop sends SIGTERM to the daemon's PID and waits (bounded), then SIGKILL.
-func (d *daemon) stop() {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		d.t.Errorf("xdpsec run (pid %d) ignored SIGTERM for 10 s; killing it", d.cmd.Process.Pid)
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
-// wait waits (bounded) for the daemon to exit by itself.
-func (d *daemon) wait(timeout time.Duration) bool {
-	select {
-	case <-d.done:
-		return true
-	case <-time.After(timeout):
-		return false
-	}
-}
-
-func (d *daemon) cli(args ...string) (string, error) {
-	return d.ns.Run(d.bin, append(args, "--socket", d.socket)...)
-}
-
-func (d *daemon) stats() engine.Stats {
-	d.t.Helper()
-	out, err := d.cli("stats", "-j")
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	var st engine.Stats
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		d.t.Fatalf("stats -j: %v\n%s", err, out)
-	}
-	return st
-}
-
-func (d *daemon) dump() string {
-	st, _ := d.cli("stats")
-	return fmt.Sprintf("\n--- %s stats:\n%s--- stdout:\n%s--- stderr:\n%s", d.ns.Name, st, d.stdout, d.stderr)
-}
-
-// ping sends n echo requests through the tunnel; all must come back.
-func ping(t *testing.T, ns *testutil.NS, dst string, n int, ds ...*daemon) string {
-	t.Helper()
-	out, err := ns.Run("ping", "-c", strconv.Itoa(n), "-i", "0.1", "-w", "10", dst)
-	if err != nil || !strings.Contains(out, fmt.Sprintf("%d received", n)) {
-		var b strings.Builder
-		for _, d := range ds {
-			b.WriteString(d.dump())
-		}
-		t.Fatalf("ping %s from %s: %v\n%s%s", dst, ns.Name, err, out, b.String())
-	}
-	return out
+	keys = strings.ReplaceAll(keys, exampleKeyAB, hex.EncodeToString(k.AB))
+	keys = strings.ReplaceAll(keys, exampleKeyBA, hex.EncodeToString(k.BA))
+	return xdpsectest.WriteConfig(t, t.TempDir(), name, append(xdpsectest.ReadExample(t, name+".conf"), extra...), strings.Split(keys, "\n"))
 }
 
 // udpBurst sends n datagrams of size bytes from A to B's addr through the

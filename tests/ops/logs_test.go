@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
 
 // keyForms are the ways a key could leak into text: hex both cases (with
@@ -33,13 +34,14 @@ func keyForms(k []byte) []string {
 func TestLogsNeverShowKeys(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.NewVethPair(t)
-	pin := mountBPFFS(t)
+	pin := xdpsectest.MountBPFFS(t)
 	k := newKeys(t)
-	confA, keysA, sockA := writeConfig(t, "a", k, "pin "+pin)
-	confB, _, sockB := writeConfig(t, "b", k, "pin "+pin)
+	confA := writeConfig(t, "a", k, "pin "+pin)
+	confB := writeConfig(t, "b", k, "pin "+pin)
+	keysA := confA.Keys
 	logArgs := []string{"--log-format", "json", "--log-level", "debug", "--metrics", metricsAddr}
-	a := startDaemon(t, p.A, confA, sockA, nil, logArgs...)
-	b := startDaemon(t, p.B, confB, sockB, nil, logArgs...)
+	a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{Args: logArgs})
+	b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{Args: logArgs})
 
 	// Every key the session configures.
 	keys := [][]byte{k.AB, k.BA}
@@ -56,19 +58,19 @@ func TestLogsNeverShowKeys(t *testing.T) {
 		}
 	}
 	var cli strings.Builder
-	run := func(d *daemon, wantErr bool, args ...string) {
+	run := func(d *xdpsectest.Daemon, wantErr bool, args ...string) {
 		t.Helper()
 		// Only what the command printed: the command line itself holds
 		// the key of `sa add` (it is the operator's input, not output).
-		out, err := d.ns.Command(d.bin, append(args, "--socket", d.socket)...).CombinedOutput()
+		out, err := d.Command(args...).CombinedOutput()
 		if (err != nil) != wantErr {
 			t.Errorf("xdpsec %s: %v, want error %v\n%s", args[0], err, wantErr, out)
 		}
 		fmt.Fprintf(&cli, "$ xdpsec %s ...\n%s", args[0], out)
 	}
 
-	ping(t, p.A, "198.51.100.2", 3, a, b)
-	ping(t, p.B, "2001:db8:a::1", 3, a, b)
+	xdpsectest.Ping(t, p.A, "198.51.100.2", 3, a, b)
+	xdpsectest.Ping(t, p.B, "2001:db8:a::1", 3, a, b)
 
 	sa := func(spi int, key []byte) []string {
 		return []string{"sa", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", fmt.Sprintf("%#x", spi),
@@ -100,11 +102,11 @@ func TestLogsNeverShowKeys(t *testing.T) {
 	}
 	hup := func(want string) {
 		t.Helper()
-		a.cmd.Process.Signal(syscall.SIGHUP)
+		a.Signal(syscall.SIGHUP)
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(a.stderr.String(), want) {
+		for !strings.Contains(a.Stderr(), want) {
 			if time.Now().After(deadline) {
-				t.Fatalf("no %q in A's log 10 s after SIGHUP:\n%s", want, a.stderr)
+				t.Fatalf("no %q in A's log 10 s after SIGHUP:\n%s", want, a.Stderr())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -113,22 +115,22 @@ func TestLogsNeverShowKeys(t *testing.T) {
 	hup(`"msg":"reloaded `)
 	addLine(fresh(17))
 	hup(`"level":"ERROR","msg":"reload `)
-	ping(t, p.A, "198.51.100.2", 2, a, b)
+	xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b)
 
-	a.stop()
-	b.stop()
+	a.Stop()
+	b.Stop()
 
-	for _, d := range []*daemon{a, b} {
-		for _, line := range strings.Split(strings.TrimSpace(d.stderr.String()), "\n") {
+	for _, d := range []*xdpsectest.Daemon{a, b} {
+		for _, line := range strings.Split(strings.TrimSpace(d.Stderr()), "\n") {
 			var m map[string]any
 			if err := json.Unmarshal([]byte(line), &m); err != nil || m["msg"] == nil || m["level"] == nil {
-				t.Errorf("%s: log line is not slog JSON: %q", d.ns.Name, line)
+				t.Errorf("%s: log line is not slog JSON: %q", d.NS().Name, line)
 			}
 		}
 	}
 	texts := map[string]string{
-		"A log": a.stderr.String() + a.stdout.String(),
-		"B log": b.stderr.String() + b.stdout.String(),
+		"A log": a.Stderr() + a.Stdout(),
+		"B log": b.Stderr() + b.Stdout(),
 		"CLI":   cli.String(),
 	}
 	for what, text := range texts {

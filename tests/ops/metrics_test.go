@@ -14,6 +14,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/internal/metrics"
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
 
 const (
@@ -31,13 +32,13 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	testutil.RequireRoot(t)
 	requireTools(t, "tshark", "/usr/bin/python3")
 	p := testutil.NewVethPair(t)
-	pin := mountBPFFS(t)
+	pin := xdpsectest.MountBPFFS(t)
 	k := newKeys(t)
-	confA, _, sockA := writeConfig(t, "a", k, "pin "+pin)
-	confB, _, sockB := writeConfig(t, "b", k, "pin "+pin)
-	a := startDaemon(t, p.A, confA, sockA, nil)
-	b := startDaemon(t, p.B, confB, sockB, nil, "--metrics", metricsAddr, "--pprof", pprofAddr)
-	ping(t, p.B, "198.51.100.1", 2, a, b)
+	confA := writeConfig(t, "a", k, "pin "+pin)
+	confB := writeConfig(t, "b", k, "pin "+pin)
+	a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
+	b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{Args: []string{"--metrics", metricsAddr, "--pprof", pprofAddr}})
+	xdpsectest.Ping(t, p.B, "198.51.100.1", 2, a, b)
 
 	// --pprof serves Go's profiles on loopback, and /metrics does not.
 	br, done := httpGet(t, p.B, pprofAddr, "/debug/pprof/goroutine?debug=1")
@@ -58,7 +59,7 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	const n, size = 300, 200
 	const innerLen = 20 + 8 + size // the inner IPv4 datagram
 	if got := udpBurst(t, p, "198.51.100.2:4789", n, size); got != n {
-		t.Fatalf("UDP: %d of %d datagrams arrived%s%s", got, n, a.dump(), b.dump())
+		t.Fatalf("UDP: %d of %d datagrams arrived%s%s", got, n, xdpsectest.Dump(a), xdpsectest.Dump(b))
 	}
 	m1 := scrape(t, p.B, metricsAddr)
 	in := []string{"spi", "0x00001001", "dst", "192.0.2.2", "proto", "esp", "dir", "in"}
@@ -104,9 +105,9 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	dir := t.TempDir()
 	file, stop := filepath.Join(dir, "drops.pcap"), filepath.Join(dir, "stop")
 	const want = 6
-	capt := p.B.Command(b.bin, "capture", "--reason", "bad-icv,replay", "-w", file,
-		"--count", fmt.Sprint(want), "--duration", "20s", "--socket", sockB)
-	captOut := &syncBuffer{}
+	capt := b.Command("capture", "--reason", "bad-icv,replay", "-w", file,
+		"--count", fmt.Sprint(want), "--duration", "20s")
+	captOut := &xdpsectest.LogBuffer{}
 	capt.Stdout, capt.Stderr = captOut, captOut
 	if err := capt.Start(); err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	const seq = 1 << 20
 	inj := p.A.Command("/usr/bin/python3", "inject.py", p.IfA, p.MACB.String(),
 		fmt.Sprintf("%x", k.AB), "0x1001", fmt.Sprint(seq), "40", stop)
-	injOut := &syncBuffer{}
+	injOut := &xdpsectest.LogBuffer{}
 	inj.Stdout, inj.Stderr = injOut, injOut
 	if err := inj.Start(); err != nil {
 		t.Fatal(err)
@@ -186,7 +187,7 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	// Counters: exactly what was injected, in the daemon's stats, the
 	// per-SA error series and the kernel-named xfrm_stat family.
 	m2 := scrape(t, p.B, metricsAddr)
-	st := b.stats()
+	st := b.Stats()
 	nReplay, nBad := float64(len(sent["replay"])), float64(len(sent["bad-icv"]))
 	for _, c := range []struct {
 		name   string
