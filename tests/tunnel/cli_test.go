@@ -6,14 +6,15 @@ import (
 	"testing"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 	"github.com/xdpsec/xdpsec/loader"
 )
 
 // cli runs `xdpsec ARGS --socket S` in the daemon's namespace and returns
-// its output and whether it succeeded.
-func (d *daemon) cli(args ...string) (string, bool) {
-	out, err := d.ns.Command(d.bin, append(args, "--socket", d.socket)...).CombinedOutput()
-	return strings.TrimSpace(string(out)), err == nil
+// its trimmed output and whether it succeeded.
+func cli(d *xdpsectest.Daemon, args ...string) (string, bool) {
+	out, err := d.CLI(args...)
+	return strings.TrimSpace(out), err == nil
 }
 
 // oneLine fails the test unless out is a single line holding every want.
@@ -44,7 +45,7 @@ func TestSAAddRefusals(t *testing.T) {
 	t.Run("cli", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name}
-		pin := mountBPFFS(t)
+		pin := xdpsectest.MountBPFFS(t)
 		// A datapath pinned earlier with an 8-entry SA map: the daemon
 		// attaches to the same pins and inherits the map's real size.
 		if err := p.A.Do(func() error {
@@ -56,8 +57,8 @@ func TestSAAddRefusals(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		confA, sockA := exampleConfig(t, "a", "pin "+pin)
-		a := startDaemon(t, p.A, confA, sockA)
+		confA := exampleConfig(t, "a", "pin "+pin)
+		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
 
 		const key = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
 		inbound := func(spi int) []string {
@@ -67,7 +68,7 @@ func TestSAAddRefusals(t *testing.T) {
 		// does not.
 		for i := range 5 {
 			args := append(inbound(0x4001+i), "encap", "espinudp", "4500", fmt.Sprint(4601+i), "0.0.0.0")
-			out, ok := a.cli(args...)
+			out, ok := cli(a, args...)
 			if i < 4 && !ok {
 				t.Fatalf("sa add with NAT-T port %d: %s", 4601+i, out)
 			}
@@ -97,43 +98,43 @@ func TestSAAddRefusals(t *testing.T) {
 		// The example config's two inbound SAs and the four NAT-T ones
 		// leave room for two.
 		for spi := 0x5001; spi <= 0x5002; spi++ {
-			if out, ok := a.cli(inbound(spi)...); !ok {
+			if out, ok := cli(a, inbound(spi)...); !ok {
 				t.Fatalf("sa add %#x (within capacity): %s", spi, out)
 			}
 		}
-		out, ok := a.cli(inbound(0x5003)...)
+		out, ok := cli(a, inbound(0x5003)...)
 		if ok {
 			t.Fatalf("sa add beyond the SA map's 8 entries succeeded: %s", out)
 		}
 		oneLine(t, "sa add beyond capacity", out, "xdpsec sa: SA esp spi 0x00005003", "XDP SA map full", "holds 8 inbound SAs", "sa del")
-		if out, _ := a.cli("sa", "get", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5003"); !strings.Contains(out, "not found") {
+		if out, _ := cli(a, "sa", "get", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5003"); !strings.Contains(out, "not found") {
 			t.Errorf("refused SA is installed anyway: %s", out)
 		}
 		// An outbound SA takes no map entry.
-		if out, ok := a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6001 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128")...); !ok {
+		if out, ok := cli(a, strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6001 mode tunnel aead rfc4106(gcm(aes)) "+key+" 128")...); !ok {
 			t.Errorf("outbound sa add with a full map: %s", out)
 		}
 		// Free one: the refused SA fits now.
-		if out, ok := a.cli("sa", "del", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5001"); !ok {
+		if out, ok := cli(a, "sa", "del", "src", "192.0.2.9", "dst", "192.0.2.1", "proto", "esp", "spi", "0x5001"); !ok {
 			t.Fatal(out)
 		}
-		if out, ok := a.cli(inbound(0x5003)...); !ok {
+		if out, ok := cli(a, inbound(0x5003)...); !ok {
 			t.Errorf("sa add after a delete: %s", out)
 		}
 
 		// Capabilities: switch AES-GCM off, then AH (ESP only).
-		if out, ok := a.cli("caps", "set", "rfc4106(gcm(aes))=off"); !ok {
+		if out, ok := cli(a, "caps", "set", "rfc4106(gcm(aes))=off"); !ok {
 			t.Fatalf("caps set: %s", out)
 		}
-		out, ok = a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6002 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128")...)
+		out, ok = cli(a, strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto esp spi 0x6002 mode tunnel aead rfc4106(gcm(aes)) "+key+" 128")...)
 		if ok {
 			t.Fatalf("sa add of an AES-GCM SA with rfc4106(gcm(aes))=off succeeded: %s", out)
 		}
 		oneLine(t, "sa add refused by caps (algorithm)", out, "rfc4106(gcm(aes))", "caps set")
-		if out, ok := a.cli("caps", "set", "IPsecV2=esp"); !ok {
+		if out, ok := cli(a, "caps", "set", "IPsecV2=esp"); !ok {
 			t.Fatalf("caps set: %s", out)
 		}
-		out, ok = a.cli(strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto ah spi 0x6003 mode tunnel auth-trunc hmac(sha256) " + hmacAB + " 128")...)
+		out, ok = cli(a, strings.Fields("sa add src 192.0.2.1 dst 192.0.2.9 proto ah spi 0x6003 mode tunnel auth-trunc hmac(sha256) "+hmacAB+" 128")...)
 		if ok {
 			t.Fatalf("sa add of an AH SA with IPsecV2=esp succeeded: %s", out)
 		}

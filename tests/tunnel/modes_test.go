@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 	"github.com/xdpsec/xdpsec/userspace/engine"
 )
 
@@ -111,12 +110,10 @@ func (sh shape) policyLine(from, to side, v6 bool, dir string) string {
 }
 
 // configs writes the two ends' config and key files (keys chmod 600) with
-// extra lines appended to both configs, and returns their paths and
-// control sockets.
-func (sh shape) configs(t *testing.T, ifA, ifB string, extra ...string) (confA, sockA, confB, sockB string) {
+// extra lines appended to both configs.
+func (sh shape) configs(t *testing.T, ifA, ifB string, extra ...string) (confA, confB xdpsectest.Config) {
 	t.Helper()
-	write := func(me, peer side, ifname, name string) (string, string) {
-		dir := t.TempDir()
+	write := func(me, peer side, ifname, name string) xdpsectest.Config {
 		var conf, keys []string
 		conf = append(conf, "link "+ifname, "tun xdpsec0", "keys "+name+".keys")
 		if sh.mode == "tunnel" {
@@ -139,18 +136,9 @@ func (sh shape) configs(t *testing.T, ifA, ifB string, extra ...string) (confA, 
 			}
 		}
 		conf = append(conf, extra...)
-		c := filepath.Join(dir, name+".conf")
-		if err := os.WriteFile(c, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name+".keys"), []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return c, filepath.Join(dir, "run", "control.sock")
+		return xdpsectest.WriteConfig(t, t.TempDir(), name, conf, keys)
 	}
-	confA, sockA = write(sideA, sideB, ifA, "a")
-	confB, sockB = write(sideB, sideA, ifB, "b")
-	return
+	return write(sideA, sideB, ifA, "a"), write(sideB, sideA, ifB, "b")
 }
 
 // saKeyOf is the SA's key as Stats names it.
@@ -164,30 +152,30 @@ func saKeyOf(proto, spi, dst string) string {
 // counted UDP over IPv4 and IPv6 through them; every protocol's SA on B
 // must have counted exactly the UDP datagrams A sent, and nothing may have
 // been dropped as bad, replayed or unknown.
-func runShape(t *testing.T, sh shape, extra ...string) (*testutil.VethPair, *daemon, *daemon) {
+func runShape(t *testing.T, sh shape, extra ...string) (*testutil.VethPair, *xdpsectest.Daemon, *xdpsectest.Daemon) {
 	t.Helper()
 	p := testutil.NewVethPair(t)
-	pin := mountBPFFS(t)
-	confA, sockA, confB, sockB := sh.configs(t, p.IfA, p.IfB, append([]string{"pin " + pin}, extra...)...)
-	a := startDaemon(t, p.A, confA, sockA)
-	b := startDaemon(t, p.B, confB, sockB)
+	pin := xdpsectest.MountBPFFS(t)
+	confA, confB := sh.configs(t, p.IfA, p.IfB, append([]string{"pin " + pin}, extra...)...)
+	a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
+	b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
 	for _, v6 := range []bool{false, true} {
-		ping(t, p.A, sh.inner(sideB, v6), 3, a, b)
-		ping(t, p.B, sh.inner(sideA, v6), 3, a, b)
+		xdpsectest.Ping(t, p.A, sh.inner(sideB, v6), 3, a, b)
+		xdpsectest.Ping(t, p.B, sh.inner(sideA, v6), 3, a, b)
 	}
 	tcpTransfer(t, p, sh.inner(sideB, false), 512<<10)
 	tcpTransfer(t, p, "["+sh.inner(sideB, true)+"]", 256<<10)
 	for _, v6 := range []bool{false, true} {
 		const n = 100
-		a0, b0 := a.stats(), b.stats()
+		a0, b0 := a.Stats(), b.Stats()
 		dst := sh.inner(sideB, v6)
 		if v6 {
 			dst = "[" + dst + "]"
 		}
 		got := udpBurst(t, p, dst+":4789", n)
-		a1, b1 := a.stats(), b.stats()
+		a1, b1 := a.Stats(), b.Stats()
 		if got != n {
-			t.Errorf("UDP to %s: %d of %d datagrams arrived%s", dst, got, n, dump(a, b))
+			t.Errorf("UDP to %s: %d of %d datagrams arrived%s", dst, got, n, xdpsectest.Dump(a, b))
 		}
 		if d := a1.Counters["out-protected"] - a0.Counters["out-protected"]; d != n {
 			t.Errorf("UDP to %s: A out-protected grew by %d, want %d", dst, d, n)
@@ -201,7 +189,7 @@ func runShape(t *testing.T, sh shape, extra ...string) (*testutil.VethPair, *dae
 		}
 		for _, proto := range sh.protos {
 			key := saKeyOf(proto, spiOf(proto, v6, true), outerB)
-			sa0, sa1 := saStats(b0, key), saStats(b1, key)
+			sa0, sa1 := xdpsectest.SAStats(b0, key), xdpsectest.SAStats(b1, key)
 			if sa1.Key == "" {
 				t.Fatalf("B has no SA %q: %+v", key, b1.SAs)
 			}
@@ -212,13 +200,13 @@ func runShape(t *testing.T, sh shape, extra ...string) (*testutil.VethPair, *dae
 		// The outermost SA is the one XDP matched and steered.
 		outer := sh.protos[len(sh.protos)-1]
 		key := saKeyOf(outer, spiOf(outer, v6, true), outerB)
-		if d := saStats(b1, key).XDPPackets - saStats(b0, key).XDPPackets; d != n {
+		if d := xdpsectest.SAStats(b1, key).XDPPackets - xdpsectest.SAStats(b0, key).XDPPackets; d != n {
 			t.Errorf("B XDP matched %d packets of SA %s, want %d", d, key, n)
 		}
 		for _, st := range []engine.Stats{a1, b1} {
 			for _, bad := range []string{"bad-icv", "replay", "malformed", "no-state"} {
 				if st.InVerdicts[bad] != 0 {
-					t.Errorf("inbound %s = %d, want 0%s", bad, st.InVerdicts[bad], dump(a, b))
+					t.Errorf("inbound %s = %d, want 0%s", bad, st.InVerdicts[bad], xdpsectest.Dump(a, b))
 				}
 			}
 		}
@@ -270,7 +258,7 @@ func TestNATTraversal(t *testing.T) {
 // UDP port 4500 still reach a UDP socket there: XDP passes them to the
 // kernel (counted pass-keepalive and pass-ike) and the engine never sees
 // them.
-func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *daemon) {
+func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *xdpsectest.Daemon) {
 	t.Helper()
 	var rc *net.UDPConn
 	if err := p.A.Do(func() (err error) {
@@ -289,7 +277,7 @@ func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *daemon
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	a0 := a.stats()
+	a0 := a.Stats()
 	ike := append([]byte{0, 0, 0, 0}, []byte("IKE_SA_INIT from a test, 28 bytes of header follow")...)
 	for _, msg := range [][]byte{{0xff}, ike} {
 		if _, err := sc.Write(msg); err != nil {
@@ -299,13 +287,13 @@ func ikeAndKeepaliveReachKernel(t *testing.T, p *testutil.VethPair, a, b *daemon
 		buf := make([]byte, 2048)
 		n, err := rc.Read(buf)
 		if err != nil {
-			t.Fatalf("UDP socket on %s:4500 in A got nothing for a %d-byte NAT-T message: %v%s", sideA.outer4, len(msg), err, dump(a, b))
+			t.Fatalf("UDP socket on %s:4500 in A got nothing for a %d-byte NAT-T message: %v%s", sideA.outer4, len(msg), err, xdpsectest.Dump(a, b))
 		}
 		if !bytes.Equal(buf[:n], msg) {
 			t.Fatalf("UDP socket on 4500 got %x, want %x", buf[:n], msg)
 		}
 	}
-	a1 := a.stats()
+	a1 := a.Stats()
 	for _, r := range []string{"pass-keepalive", "pass-ike"} {
 		if d := a1.Links[0].Reasons[r] - a0.Links[0].Reasons[r]; d != 1 {
 			t.Errorf("A XDP %s grew by %d, want 1", r, d)

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -10,13 +9,14 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
+	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
 
 // rekeyV4 rewrites the key of the IPv4 A->B SA (SPI 0x1001) in a copied
 // example key file.
-func rekeyV4(t *testing.T, conf string) {
+func rekeyV4(t *testing.T, conf xdpsectest.Config) {
 	t.Helper()
-	keys := filepath.Join(filepath.Dir(conf), strings.TrimSuffix(filepath.Base(conf), ".conf")+".keys")
+	keys := conf.Keys
 	b, err := os.ReadFile(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -35,17 +35,17 @@ func rekeyV4(t *testing.T, conf string) {
 
 // hup sends SIGHUP to the daemon's PID and waits (bounded) for its log to
 // report the n-th reload.
-func (d *daemon) hup(n int) {
-	d.t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		d.t.Fatal(err)
+func hup(t *testing.T, d *xdpsectest.Daemon, n int) {
+	t.Helper()
+	if err := d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Count(d.out.String(), "msg=\"reloaded ") >= n {
+		if strings.Count(d.Log(), "msg=\"reloaded ") >= n {
 			return
 		}
 	}
-	d.t.Fatalf("no reload logged 5 s after SIGHUP:\n%s", d.out)
+	t.Fatalf("no reload logged 5 s after SIGHUP:\n%s", d.Log())
 }
 
 var lossRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -60,17 +60,17 @@ func TestReloadRekey(t *testing.T) {
 	t.Run("sighup", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		pin := mountBPFFS(t)
-		confA, sockA := exampleConfig(t, "a", "pin "+pin)
-		confB, sockB := exampleConfig(t, "b", "pin "+pin)
-		a := startDaemon(t, p.A, confA, sockA)
-		b := startDaemon(t, p.B, confB, sockB)
-		ping(t, p.A, "198.51.100.2", 2, a, b)
-		ping(t, p.A, "2001:db8:b::1", 2, a, b)
+		pin := xdpsectest.MountBPFFS(t)
+		confA := exampleConfig(t, "a", "pin "+pin)
+		confB := exampleConfig(t, "b", "pin "+pin)
+		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
+		b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
+		xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b)
+		xdpsectest.Ping(t, p.A, "2001:db8:b::1", 2, a, b)
 
 		// 60 echo requests over 3 s through the unchanged IPv6 SAs.
 		pinger := p.A.Command("ping", "-c", "60", "-i", "0.05", "-W", "2", "2001:db8:b::1")
-		var pout logBuffer
+		var pout xdpsectest.LogBuffer
 		pinger.Stdout, pinger.Stderr = &pout, &pout
 		if err := pinger.Start(); err != nil {
 			t.Fatal(err)
@@ -85,26 +85,26 @@ func TestReloadRekey(t *testing.T) {
 
 		rekeyV4(t, confA)
 		rekeyV4(t, confB)
-		b0 := b.stats()
-		a.hup(1)
+		b0 := b.Stats()
+		hup(t, a, 1)
 		if out, err := p.A.Run("ping", "-c", "3", "-i", "0.1", "-W", "1", "198.51.100.2"); err == nil {
 			t.Errorf("IPv4 ping went through although only A has the new key:\n%s", out)
 		}
-		if d := b.stats().InVerdicts["bad-icv"] - b0.InVerdicts["bad-icv"]; d == 0 {
-			t.Errorf("B counted no bad-icv for A's packets under the new key%s", dump(a, b))
+		if d := b.Stats().InVerdicts["bad-icv"] - b0.InVerdicts["bad-icv"]; d == 0 {
+			t.Errorf("B counted no bad-icv for A's packets under the new key%s", xdpsectest.Dump(a, b))
 		}
-		b.hup(1)
-		ping(t, p.A, "198.51.100.2", 3, a, b)
-		ping(t, p.B, "198.51.100.1", 3, a, b)
+		hup(t, b, 1)
+		xdpsectest.Ping(t, p.A, "198.51.100.2", 3, a, b)
+		xdpsectest.Ping(t, p.B, "198.51.100.1", 3, a, b)
 
 		pinger.Wait()
 		m := lossRE.FindStringSubmatch(pout.String())
 		if m == nil || m[1] != "60" || m[2] != "60" {
-			t.Errorf("ping through the unchanged SA during the reloads lost packets:\n%s%s", pout.String(), dump(a, b))
+			t.Errorf("ping through the unchanged SA during the reloads lost packets:\n%s%s", pout.String(), xdpsectest.Dump(a, b))
 		}
-		for _, d := range []*daemon{a, b} {
-			if !strings.Contains(d.out.String(), "SAsUpdated:1 SAsDeleted:0 SAsUnchanged:3") {
-				t.Errorf("%s: reload summary not 1 updated, 3 unchanged:\n%s", d.ns.Name, d.out)
+		for _, d := range []*xdpsectest.Daemon{a, b} {
+			if !strings.Contains(d.Log(), "SAsUpdated:1 SAsDeleted:0 SAsUnchanged:3") {
+				t.Errorf("%s: reload summary not 1 updated, 3 unchanged:\n%s", d.NS().Name, d.Log())
 			}
 		}
 	})
