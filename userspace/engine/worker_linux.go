@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,9 @@ type worker struct {
 	q     int
 	socks []*afxdp.Socket // by link (nil: the link has fewer queues)
 	ctr   *workerCounters
+	// tid is the worker's OS thread id once run has locked it (0 before):
+	// the benchmarks read the thread's CPU time from it.
+	tid atomic.Int32
 
 	rx      []afxdp.Desc
 	inPkts  [][]byte
@@ -126,6 +130,7 @@ func (w *worker) run() {
 	defer w.e.wg.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	w.tid.Store(int32(unix.Gettid()))
 	idle := 0
 	for !w.e.stopping.Load() {
 		work := false
