@@ -60,11 +60,7 @@ func TestReloadRekey(t *testing.T) {
 	t.Run("sighup", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		pin := xdpsectest.MountBPFFS(t)
-		confA := exampleConfig(t, "a", "pin "+pin)
-		confB := exampleConfig(t, "b", "pin "+pin)
-		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
-		b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
+		_, a, b := startExampleTunnel(t, p)
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b)
 		xdpsectest.Ping(t, p.A, "2001:db8:b::1", 2, a, b)
 
@@ -83,8 +79,8 @@ func TestReloadRekey(t *testing.T) {
 		}()
 		time.Sleep(500 * time.Millisecond)
 
-		rekeyV4(t, confA)
-		rekeyV4(t, confB)
+		rekeyV4(t, a.Config())
+		rekeyV4(t, b.Config())
 		b0 := b.Stats()
 		hup(t, a, 1)
 		if out, err := p.A.Run("ping", "-c", "3", "-i", "0.1", "-W", "1", "198.51.100.2"); err == nil {

@@ -37,11 +37,7 @@ func TestTooBig(t *testing.T) {
 	t.Run("icmp", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		pin := xdpsectest.MountBPFFS(t)
-		confA := exampleConfig(t, "a", "pin "+pin)
-		confB := exampleConfig(t, "b", "pin "+pin)
-		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
-		b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
+		_, a, b := startExampleTunnel(t, p)
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b)
 		xdpsectest.Ping(t, p.A, "2001:db8:b::1", 2, a, b)
 		tunMTU := 0

@@ -31,6 +31,17 @@ func exampleConfig(t *testing.T, side string, extra ...string) xdpsectest.Config
 	return xdpsectest.WriteConfig(t, t.TempDir(), name, append(xdpsectest.ReadExample(t, name+".conf"), extra...), xdpsectest.ReadExample(t, name+".keys"))
 }
 
+// startExampleTunnel runs the example tunnel's two daemons, extra lines
+// appended to both configs, at the ends of p, with their pins on one bpffs
+// of the test's own (pin), and each its own socket.
+func startExampleTunnel(t *testing.T, p *testutil.VethPair, extra ...string) (pin string, a, b *xdpsectest.Daemon) {
+	t.Helper()
+	pin = xdpsectest.MountBPFFS(t)
+	a = xdpsectest.StartDaemon(t, p.A, exampleConfig(t, "a", append([]string{"pin " + pin}, extra...)...), xdpsectest.Options{})
+	b = xdpsectest.StartDaemon(t, p.B, exampleConfig(t, "b", append([]string{"pin " + pin}, extra...)...), xdpsectest.Options{})
+	return pin, a, b
+}
+
 func checkNoLeaks(t *testing.T, names []string) {
 	t.Helper()
 	for _, n := range names {
@@ -46,11 +57,7 @@ func TestTunnelTraffic(t *testing.T) {
 	t.Run("aes-gcm-128-tunnel", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		pin := xdpsectest.MountBPFFS(t)
-		confA := exampleConfig(t, "a", "pin "+pin)
-		confB := exampleConfig(t, "b", "pin "+pin)
-		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
-		b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
+		_, a, b := startExampleTunnel(t, p)
 
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 3, a, b)
 		xdpsectest.Ping(t, p.B, "198.51.100.1", 3, a, b)
@@ -213,11 +220,7 @@ func TestFailOpenAfterSIGKILL(t *testing.T) {
 	t.Run("sigkill", func(t *testing.T) {
 		p := testutil.NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		pin := xdpsectest.MountBPFFS(t)
-		confA := exampleConfig(t, "a", "pin "+pin, "fail-open")
-		confB := exampleConfig(t, "b", "pin "+pin, "fail-open")
-		a := xdpsectest.StartDaemon(t, p.A, confA, xdpsectest.Options{})
-		b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{})
+		pin, a, b := startExampleTunnel(t, p, "fail-open")
 		t.Cleanup(func() {
 			p.A.Do(func() error { return loader.Detach(p.IfA, loader.Options{PinRoot: pin}) })
 			p.B.Do(func() error { return loader.Detach(p.IfB, loader.Options{PinRoot: pin}) })
@@ -268,7 +271,7 @@ func TestFailOpenAfterSIGKILL(t *testing.T) {
 		if bs := b.Stats(); bs.InVerdicts["replay"] == 0 {
 			t.Errorf("B accepted reused sequence numbers from the restarted A (replay 0)%s", xdpsectest.Dump(a, b))
 		}
-		keys, err := os.ReadFile(confA.Keys)
+		keys, err := os.ReadFile(a.Config().Keys)
 		if err != nil {
 			t.Fatal(err)
 		}
