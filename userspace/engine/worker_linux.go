@@ -79,6 +79,9 @@ type worker struct {
 	bigSize  []int
 	icmpVnet [][][]byte // tooBig's write: zero header + ICMP
 	accepted []bool     // Writev's per-packet result
+
+	touched byte       // see touch
+	memo    policyMemo // see inboundAllowed
 }
 
 func newWorker(e *Engine, q int) *worker {
@@ -210,6 +213,24 @@ func l3Offset(f []byte) int {
 	return -1
 }
 
+// touch reads one byte of every cache line of the batch's packets before
+// any is parsed. The kernel wrote them on another CPU (copy mode) or the
+// NIC did (zero copy), so each packet's first read misses the cache: done
+// one packet at a time, every miss stalls the worker on its own (~90 ns,
+// measured as 16% of the worker at 64 B); as independent loads in one
+// tight loop the CPU keeps many misses in flight at once. Go has no
+// prefetch instruction, this is its equivalent.
+func (w *worker) touch(s *afxdp.Socket, batch []afxdp.Desc) {
+	var x byte
+	for _, d := range batch {
+		pkt := s.Packet(d)
+		for i := 0; i < len(pkt); i += 64 {
+			x ^= pkt[i]
+		}
+	}
+	w.touched = x // kept, so the loads are not dead code
+}
+
 // inbound handles one rx batch of link li: decrypt, check, deliver to the
 // TUN in one batch, give every frame back to the fill ring.
 func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
@@ -217,6 +238,9 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 	c.c[InFrames].Add(uint64(len(batch)))
 	db := w.e.sad
 	w.inPkts = w.inPkts[:0]
+	w.touch(s, batch)
+	w.memo.valid = false // policies may have changed since the last batch
+	var okN uint64       // VerdictOK, counted once per batch
 	for _, d := range batch {
 		pkt := s.Packet(d)
 		l3 := l3Offset(pkt)
@@ -259,12 +283,13 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			}
 			r := a.Transform().DecryptParsedWith(w.scratch, pkt[:end], off, &w.outer)
 			a.Count(w.q, r.Verdict, r.N)
-			c.v[r.Verdict].Add(1)
 			if r.Verdict != ipsec.VerdictOK {
+				c.v[r.Verdict].Add(1)
 				w.dropped(r.Verdict, pkt)
 				ok = false
 				break
 			}
+			okN++
 			sas[nsa] = a
 			nsa++
 			off, end = r.Off, r.Off+r.N
@@ -286,6 +311,7 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 		}
 		w.inPkts = append(w.inPkts, inner)
 	}
+	c.v[ipsec.VerdictOK].Add(okN)
 	if w.vnet {
 		w.deliverCoalesced()
 	} else if len(w.inPkts) > 0 {
@@ -335,12 +361,50 @@ func (w *worker) dropped(v ipsec.Verdict, frame []byte) {
 // accepts (as Linux without an in policy), a DISCARD refuses, a PROTECT
 // needs every SA to fit one of its templates and every required template
 // to be fitted, a BYPASS accepts only what transport-mode SAs carried.
+//
+// Within a batch the decision is remembered for the last flow and SAs:
+// the packets of a batch mostly belong to a few flows, and a policy change
+// is seen from the next batch on.
 func (w *worker) inboundAllowed(inner []byte, sas []*sad.Association) bool {
 	var err error
 	if w.flow, err = sad.FlowOf(inner); err != nil {
 		return false
 	}
 	f := &w.flow
+	m := &w.memo
+	if m.valid && m.flow.Src == f.Src && m.flow.Dst == f.Dst && m.flow.Proto == f.Proto &&
+		m.flow.SrcPort == f.SrcPort && m.flow.DstPort == f.DstPort && m.sameSAs(sas) {
+		return m.allowed
+	}
+	allowed := w.policyAllows(f, sas)
+	*m = policyMemo{valid: true, flow: *f, nsa: len(sas), allowed: allowed}
+	copy(m.sas[:], sas)
+	return allowed
+}
+
+// policyMemo is inboundAllowed's decision for one flow and SA list.
+type policyMemo struct {
+	valid   bool
+	allowed bool
+	flow    sad.Flow
+	sas     [maxBundle]*sad.Association
+	nsa     int
+}
+
+func (m *policyMemo) sameSAs(sas []*sad.Association) bool {
+	if len(sas) != m.nsa {
+		return false
+	}
+	for i, a := range sas {
+		if m.sas[i] != a {
+			return false
+		}
+	}
+	return true
+}
+
+// policyAllows is inboundAllowed's decision, from the SPD.
+func (w *worker) policyAllows(f *sad.Flow, sas []*sad.Association) bool {
 	p := w.e.spd.Lookup(sad.DirIn, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
 	if p == nil {
 		return true
