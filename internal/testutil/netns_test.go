@@ -13,13 +13,25 @@ func TestVethPairCarriesTraffic(t *testing.T) {
 	t.Run("pair", func(t *testing.T) {
 		p := NewVethPair(t)
 		names = []string{p.A.Name, p.B.Name}
-		// No address may be left tentative (DAD off before the links existed).
+		// No address stays tentative (DAD is off before the links exist).
+		// The kernel clears the flag from a work item right after link-up,
+		// so allow it a bounded moment; with DAD on it would take ~1 s
+		// (net.ipv6.conf.*.dad_transmits x retrans_time) and fail.
 		for _, end := range []struct {
 			ns     *NS
 			ifname string
 		}{{p.A, p.IfA}, {p.B, p.IfB}} {
-			if addrs := end.ns.MustRun(t, "ip", "-6", "addr", "show", "dev", end.ifname); strings.Contains(addrs, "tentative") {
-				t.Errorf("%s has tentative IPv6 addresses:\n%s", end.ifname, addrs)
+			deadline := time.Now().Add(300 * time.Millisecond)
+			for {
+				addrs := end.ns.MustRun(t, "ip", "-6", "addr", "show", "dev", end.ifname)
+				if !strings.Contains(addrs, "tentative") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%s still has tentative IPv6 addresses after 300 ms:\n%s", end.ifname, addrs)
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		out := p.A.MustRun(t, "ping", "-c", "1", "-W", "2", p.IPv4B.String())
