@@ -9,6 +9,7 @@ import (
 )
 
 func TestVethPairCarriesTraffic(t *testing.T) {
+	RequireRoot(t)
 	var names []string
 	t.Run("pair", func(t *testing.T) {
 		p := NewVethPair(t)
