@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -212,4 +213,16 @@ func Leaked() []string {
 		}
 	}
 	return out
+}
+
+// CheckRemoved reports an error for each namespace in names that still
+// exists: call it after the (sub)test that created them has ended and its
+// cleanups have run.
+func CheckRemoved(tb testing.TB, names ...string) {
+	tb.Helper()
+	for _, n := range names {
+		if slices.Contains(Leaked(), n) {
+			tb.Errorf("namespace %s left behind", n)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"net"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,11 +68,7 @@ func TestVethPairCarriesTraffic(t *testing.T) {
 			t.Fatalf("datagram from B: n=%d err=%v", n, err)
 		}
 	})
-	for _, n := range names {
-		if slices.Contains(Leaked(), n) {
-			t.Errorf("namespace %s left behind", n)
-		}
-	}
+	CheckRemoved(t, names...)
 	if len(names) != 2 {
 		t.Fatal("subtest did not create the pair")
 	}

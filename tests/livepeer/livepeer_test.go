@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,15 +289,6 @@ func runPeer(t *testing.T, ns *testutil.NS, in peerInput) peerResult {
 	return r
 }
 
-func checkNoLeaks(t *testing.T, names []string) {
-	t.Helper()
-	for _, n := range names {
-		if slices.Contains(testutil.Leaked(), n) {
-			t.Errorf("namespace %s left behind", n)
-		}
-	}
-}
-
 // liveCases is the matrix proven against the live scapy peer.
 var liveCases = []peerCase{
 	{name: "aes-gcm-128", algo: aesGCM128, outer: 4, inner: 4},
@@ -423,7 +413,7 @@ func TestScapyPeerEcho(t *testing.T) {
 				t.Log(xdpsectest.Dump(d))
 			}
 		})
-		checkNoLeaks(t, names)
+		testutil.CheckRemoved(t, names...)
 	}
 	checkNoGoroutineLeak(t, g0)
 }

@@ -140,5 +140,5 @@ func TestSAAddRefusals(t *testing.T) {
 		}
 		oneLine(t, "sa add refused by caps (AH)", out, "IPsecV2", "caps set")
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }

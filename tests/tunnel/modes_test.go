@@ -227,7 +227,7 @@ func TestTransportMode(t *testing.T) {
 			t.Errorf("ip route get 192.0.2.2 in A: %s, want dev xdpsec0", out)
 		}
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }
 
 func TestNATTraversal(t *testing.T) {
@@ -249,7 +249,7 @@ func TestNATTraversal(t *testing.T) {
 			}
 		})
 	}
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }
 
 // ikeAndKeepaliveReachKernel: with ESP-in-UDP steered to the engine, a
@@ -321,5 +321,5 @@ func TestAH(t *testing.T) {
 			names = append(names, p.A.Name, p.B.Name)
 		})
 	}
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }

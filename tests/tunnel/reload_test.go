@@ -104,5 +104,5 @@ func TestReloadRekey(t *testing.T) {
 			}
 		}
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }

@@ -90,5 +90,5 @@ func TestTooBig(t *testing.T) {
 			}
 		}
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }

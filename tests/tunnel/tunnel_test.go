@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,15 +39,6 @@ func startExampleTunnel(t *testing.T, p *testutil.VethPair, extra ...string) (pi
 	a = xdpsectest.StartDaemon(t, p.A, exampleConfig(t, "a", append([]string{"pin " + pin}, extra...)...), xdpsectest.Options{})
 	b = xdpsectest.StartDaemon(t, p.B, exampleConfig(t, "b", append([]string{"pin " + pin}, extra...)...), xdpsectest.Options{})
 	return pin, a, b
-}
-
-func checkNoLeaks(t *testing.T, names []string) {
-	t.Helper()
-	for _, n := range names {
-		if slices.Contains(testutil.Leaked(), n) {
-			t.Errorf("namespace %s left behind", n)
-		}
-	}
 }
 
 func TestTunnelTraffic(t *testing.T) {
@@ -112,7 +102,7 @@ func TestTunnelTraffic(t *testing.T) {
 			}
 		}
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }
 
 // tcpTransfer sends size random bytes from A to B's addr over TCP and checks
@@ -284,5 +274,5 @@ func TestFailOpenAfterSIGKILL(t *testing.T) {
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 3, a, b)
 		xdpsectest.Ping(t, p.B, "198.51.100.1", 3, a, b)
 	})
-	checkNoLeaks(t, names)
+	testutil.CheckRemoved(t, names...)
 }
