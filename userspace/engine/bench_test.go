@@ -49,10 +49,15 @@ import (
 // The size is the inner IP packet (64 or 1400 bytes). Run with a fixed
 // count, e.g. -benchtime=1000000x (see BENCHMARKS.md, "Engine").
 
-// benchChunk is the Repeat of one live-frames BPF_PROG_RUN call: each call
-// costs a fixed ~20 ms here, so a chunk must be long enough to hide it, and
-// short enough that stopping the generator does not wait long.
-const benchChunk = 1 << 18
+// benchChunk is the Repeat of one live-frames BPF_PROG_RUN call. Each call
+// has a fixed cost of ~20-35 ms here during which no frame is sent and the
+// CPUs idle (measured with no reader: 1 frame 0.15 ms, 1024 frames 36 ms,
+// 2^18 40 ms, 2^20 116 ms). With 2^18 frames per call those gaps were ~25%
+// of the pipeline's wall time (the CPUs 25-55% idle during the benchmark)
+// and inflated the rx-only reference alike; with 2^22 a call lasts 0.5-1 s,
+// a window of 10^6 packets rarely holds a gap, and stopping the generator
+// waits at most that long.
+const benchChunk = 1 << 22
 
 // benchKey is the AES-128-GCM key+salt of the benchmark SAs (test only).
 const benchKey = "0x0102030405060708090a0b0c0d0e0f1011121314"
@@ -109,13 +114,13 @@ func benchEngine(tb testing.TB, ns *testutil.NS, text string) *Engine {
 	return e
 }
 
-// workerCPU returns the CPU time the engine's worker threads have used so
-// far (schedstat: time on a CPU, user and kernel, not time waiting for
-// one). On a shared machine it tells what the worker costs apart from what
-// the other tenants and the generator take from it.
-func (e *Engine) workerCPU(tb testing.TB) time.Duration {
+// workerSched returns the time the engine's worker threads have spent on
+// a CPU (user and kernel) and waiting for one (runnable, not running), from
+// schedstat. On a shared machine the two tell what the worker costs apart
+// from what the other tenants and the generator take from it; what remains
+// of the wall time the worker slept in poll(2), finding nothing to do.
+func (e *Engine) workerSched(tb testing.TB) (run, wait time.Duration) {
 	tb.Helper()
-	var sum time.Duration
 	for _, w := range e.workers {
 		tid := w.tid.Load()
 		if tid == 0 {
@@ -125,13 +130,14 @@ func (e *Engine) workerCPU(tb testing.TB) time.Duration {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		var ns int64
-		if _, err := fmt.Sscan(string(b), &ns); err != nil {
+		var r, q int64
+		if _, err := fmt.Sscan(string(b), &r, &q); err != nil {
 			tb.Fatalf("schedstat of worker %d: %q: %v", tid, b, err)
 		}
-		sum += time.Duration(ns)
+		run += time.Duration(r)
+		wait += time.Duration(q)
 	}
-	return sum
+	return run, wait
 }
 
 // counter sums one worker counter over the engine's workers.
@@ -491,6 +497,9 @@ func (r *tunDelivery) perPacket(tb testing.TB, inner []byte, n int) float64 {
 //	                the TUN write's trip through the stack included) per
 //	                packet: less noisy than ns/pkt on a shared machine,
 //	                where the worker waits for a CPU part of the time
+//	worker-wait-%   share of the wall time the worker was runnable but
+//	                waited for a CPU (the rest beyond its CPU time it
+//	                slept in poll, the rx ring empty)
 func BenchmarkInbound(b *testing.B) {
 	testutil.RequireRoot(b)
 	ref := newRxOnly(b)
@@ -533,11 +542,12 @@ func benchInbound(b *testing.B, ref *rxOnly, offload string) {
 			// Start timing at the first delivered packet.
 			waitCount(func() uint64 { return e.counter(InDelivered) }, 1)
 			off0 := l.offered.Load()
-			cpu0 := e.workerCPU(b)
+			cpu0, wait0 := e.workerSched(b)
 			b.ResetTimer()
 			got := waitCount(func() uint64 { return e.counter(InDelivered) }, uint64(b.N))
 			b.StopTimer()
-			cpu := e.workerCPU(b) - cpu0
+			cpu, wait := e.workerSched(b)
+			cpu, wait = cpu-cpu0, wait-wait0
 			offered := l.offered.Load() - off0
 			l.Stop(b)
 			if got < uint64(b.N) {
@@ -550,6 +560,7 @@ func benchInbound(b *testing.B, ref *rxOnly, offload string) {
 			b.ReportMetric(openNs, "open-ns/pkt")
 			b.ReportMetric(per/(rxNs+openNs), "x-parts")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(got), "worker-cpu-ns/pkt")
+			b.ReportMetric(100*float64(wait)/float64(b.Elapsed()), "worker-wait-%")
 			b.ReportMetric(tunNs, "tun-ns/pkt")
 			b.ReportMetric(per/(rxNs+openNs+tunNs), "x-3parts")
 			if offered > got {
