@@ -76,6 +76,10 @@
 //
 // The Engine's methods are safe for concurrent use; writers (SA and policy
 // changes, Reload) are serialised by one mutex, the workers never take it.
+// A worker takes up to 128 frames per inbound round and remembers the
+// inbound policy decision for the last flow and SA list within that round:
+// a policy change applies to every packet of the rounds that start after it
+// (at most one batch later than a lookup per packet would).
 //
 // # Limits (documented, not hidden)
 //
