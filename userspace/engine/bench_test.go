@@ -371,7 +371,7 @@ func newRxOnly(tb testing.TB) *rxOnly {
 // wall time per packet.
 func (r *rxOnly) perPacket(tb testing.TB, frame []byte, n int) float64 {
 	tb.Helper()
-	batch := make([]afxdp.Desc, batchSize)
+	batch := make([]afxdp.Desc, inBatch)
 	l := startLive(r.p.B, r.gen, frame)
 	defer l.Stop(tb)
 	got, idle := 0, 0
@@ -436,17 +436,17 @@ func newTUNDelivery(tb testing.TB, ns *testutil.NS, vnet bool) *tunDelivery {
 	return &tunDelivery{q: dev.Queue(0), vnet: vnet}
 }
 
-// perPacket writes n copies of inner in batches of batchSize and returns
+// perPacket writes n copies of inner in batches of inBatch and returns
 // the wall time per packet the kernel accepted.
 func (r *tunDelivery) perPacket(tb testing.TB, inner []byte, n int) float64 {
 	tb.Helper()
-	bufs := make([][]byte, batchSize)
+	bufs := make([][]byte, inBatch)
 	for i := range bufs {
 		bufs[i] = append(make([]byte, 0, len(inner)), inner...)
 	}
-	co := gso.NewCoalescer(batchSize)
-	accepted := make([]bool, batchSize)
-	plain := make([][]byte, batchSize)
+	co := gso.NewCoalescer(inBatch)
+	accepted := make([]bool, inBatch)
+	plain := make([][]byte, inBatch)
 	hdr := 28 // what Flush rewrites of a head packet: IPv4 + UDP header
 	got, sent := 0, 0
 	start := time.Now()
@@ -470,7 +470,7 @@ func (r *tunDelivery) perPacket(tb testing.TB, inner []byte, n int) float64 {
 			k, _ := r.q.Write(plain)
 			got += k
 		}
-		sent += batchSize
+		sent += inBatch
 	}
 	el := time.Since(start)
 	if got == 0 {
