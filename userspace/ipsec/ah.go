@@ -42,7 +42,7 @@ func (sa *SA) ahEncrypt(s *scratch, b []byte, off, n int, in *inner, seq uint64)
 
 // ahDecrypt verifies and removes AH from the packet at frame[off:], parsed
 // into o, filling r.
-func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result) {
+func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result, bs *batchState) {
 	ah, end := off+o.Off, off+o.Len
 	ahLen := (int(frame[ah+1]) + 2) * 4
 	align := 4
@@ -58,8 +58,10 @@ func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result)
 		replayVerdict(err, seq, r)
 		return
 	}
-	s := sa.scratchFor(sc)
-	if s == nil {
+	var s *scratch
+	if bs != nil {
+		s = bs.s
+	} else if s = sa.scratchFor(sc); s == nil {
 		s = sa.getScratch()
 		defer sa.putScratch(s)
 	}
@@ -70,11 +72,11 @@ func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result)
 		r.Verdict = VerdictBadICV
 		return
 	}
-	if err := sa.win.Accept(seq); err != nil {
+	if err := sa.accept(bs, seq); err != nil {
 		replayVerdict(err, seq, r)
 		return
 	}
-	sa.decapsulate(frame, off, o, ah+ahLen, end, frame[ah], r)
+	sa.decapsulate(frame, off, o, ah+ahLen, end, frame[ah], r, bs)
 }
 
 // ahICV computes AH's ICV over the packet p whose AH header of ahLen bytes

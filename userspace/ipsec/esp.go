@@ -28,28 +28,9 @@ func (sa *SA) EncryptWith(s *Scratch, frame []byte, off, n int) (outOff, outN in
 }
 
 func (sa *SA) encrypt(sc *Scratch, frame []byte, off, n int) (outOff, outN int, err error) {
-	if off < 0 || n < 0 || off+n > len(frame) {
-		return 0, 0, fmt.Errorf("encrypt: packet [%d:%d] outside a frame of %d bytes: %w", off, off+n, len(frame), ErrNoRoom)
-	}
 	var in inner
-	if !parseInner(frame[off:off+n], &in) {
-		return 0, 0, fmt.Errorf("encrypt: %w", ErrBadPacket)
-	}
-	head, tail := sa.Overhead()
-	if sa.p.Mode == ModeTransport {
-		if in.v6 != sa.outerV6 {
-			return 0, 0, fmt.Errorf("encrypt: transport mode SA of the other IP family: %w", ErrBadPacket)
-		}
-		if sa.p.Proto == ProtoESP && in.proto == protoESP {
-			return 0, 0, fmt.Errorf("encrypt: packet is ESP already: %w", ErrBadPacket)
-		}
-	}
-	if off < head || off+n+tail > len(frame) {
-		return 0, 0, fmt.Errorf("encrypt: need %d bytes of headroom and %d of tailroom, have %d and %d: %w",
-			head, tail, off, len(frame)-off-n, ErrNoRoom)
-	}
-	if n+head+tail > 0xffff {
-		return 0, 0, fmt.Errorf("encrypt: %d-byte packet too long once protected: %w", n, ErrBadPacket)
+	if err := sa.checkOut(frame, off, n, &in); err != nil {
+		return 0, 0, err
 	}
 	if sa.hard.Load() {
 		return 0, 0, ErrExpired
@@ -58,11 +39,7 @@ func (sa *SA) encrypt(sc *Scratch, frame []byte, off, n int) (outOff, outN int, 
 	if err != nil {
 		return 0, 0, err
 	}
-	payload := n
-	if sa.p.Mode == ModeTransport {
-		payload = n - in.l3Len
-	}
-	if !sa.count(payload) {
+	if !sa.count(in.payload(sa.p.Mode, n)) {
 		return 0, 0, ErrExpired
 	}
 	s := sa.scratchFor(sc)
@@ -70,12 +47,54 @@ func (sa *SA) encrypt(sc *Scratch, frame []byte, off, n int) (outOff, outN int, 
 		s = sa.getScratch()
 		defer sa.putScratch(s)
 	}
-	if sa.p.Proto == ProtoAH {
-		outOff, outN = sa.ahEncrypt(s, frame, off, n, &in, seq)
-		return outOff, outN, nil
-	}
-	outOff, outN = sa.espEncrypt(s, frame, off, n, &in, seq)
+	outOff, outN = sa.protect(s, frame, off, n, &in, seq)
 	return outOff, outN, nil
+}
+
+// checkOut runs Encrypt's checks on the packet frame[off:off+n], which
+// write nothing, and parses it into in.
+func (sa *SA) checkOut(frame []byte, off, n int, in *inner) error {
+	if off < 0 || n < 0 || off+n > len(frame) {
+		return fmt.Errorf("encrypt: packet [%d:%d] outside a frame of %d bytes: %w", off, off+n, len(frame), ErrNoRoom)
+	}
+	if !parseInner(frame[off:off+n], in) {
+		return fmt.Errorf("encrypt: %w", ErrBadPacket)
+	}
+	head, tail := sa.Overhead()
+	if sa.p.Mode == ModeTransport {
+		if in.v6 != sa.outerV6 {
+			return fmt.Errorf("encrypt: transport mode SA of the other IP family: %w", ErrBadPacket)
+		}
+		if sa.p.Proto == ProtoESP && in.proto == protoESP {
+			return fmt.Errorf("encrypt: packet is ESP already: %w", ErrBadPacket)
+		}
+	}
+	if off < head || off+n+tail > len(frame) {
+		return fmt.Errorf("encrypt: need %d bytes of headroom and %d of tailroom, have %d and %d: %w",
+			head, tail, off, len(frame)-off-n, ErrNoRoom)
+	}
+	if n+head+tail > 0xffff {
+		return fmt.Errorf("encrypt: %d-byte packet too long once protected: %w", n, ErrBadPacket)
+	}
+	return nil
+}
+
+// payload is what the lifetimes count for the n-byte packet in: all of it
+// in tunnel mode, what follows the kept IP header in transport mode.
+func (in *inner) payload(m Mode, n int) int {
+	if m == ModeTransport {
+		return n - in.l3Len
+	}
+	return n
+}
+
+// protect writes the SA's protection with sequence number seq around the
+// checked packet frame[off:off+n] (parsed into in).
+func (sa *SA) protect(s *scratch, frame []byte, off, n int, in *inner, seq uint64) (int, int) {
+	if sa.p.Proto == ProtoAH {
+		return sa.ahEncrypt(s, frame, off, n, in, seq)
+	}
+	return sa.espEncrypt(s, frame, off, n, in, seq)
 }
 
 func (sa *SA) espEncrypt(s *scratch, b []byte, off, n int, in *inner, seq uint64) (int, int) {
@@ -379,27 +398,29 @@ func (sa *SA) decrypt(s *Scratch, frame []byte, off, n int, r *Result) {
 		r.Verdict = v
 		return
 	}
-	sa.decryptParsed(s, frame, off, &o, r)
+	sa.decryptParsed(s, frame, off, &o, r, nil)
 }
 
 // DecryptParsed is Decrypt for a caller that already has ParseOuter's
 // VerdictOK answer o for the packet at frame[off:], saving the second parse.
 func (sa *SA) DecryptParsed(frame []byte, off int, o *Outer) (r Result) {
-	sa.decryptParsed(nil, frame, off, o, &r)
+	sa.decryptParsed(nil, frame, off, o, &r, nil)
 	return r
 }
 
 // DecryptParsedWith is DecryptParsed using the caller's Scratch s instead
 // of the SA's pool (see Scratch).
 func (sa *SA) DecryptParsedWith(s *Scratch, frame []byte, off int, o *Outer) (r Result) {
-	sa.decryptParsed(s, frame, off, o, &r)
+	sa.decryptParsed(s, frame, off, o, &r, nil)
 	return r
 }
 
 // decryptParsed fills r, which the caller zeroed. Results are written in
 // place: Result has too many fields for the compiler to keep in registers,
 // and copying it between frames stalls store forwarding (~5 ns a copy).
-func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Result) {
+// With bs (a batch, see DecryptBatch) the caller holds the window's lock
+// and the lifetime counts of unlimited SAs go to bs.
+func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Result, bs *batchState) {
 	if o.Proto != sa.p.Proto || o.SPI != sa.p.SPI || o.UDP != sa.udp {
 		r.Verdict = VerdictNoState
 		return
@@ -413,7 +434,7 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		return
 	}
 	if sa.p.Proto == ProtoAH {
-		sa.ahDecrypt(sc, frame, off, o, r)
+		sa.ahDecrypt(sc, frame, off, o, r, bs)
 		return
 	}
 	esp, end := off+o.Off, off+o.Len
@@ -429,7 +450,9 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 	}
 	var ptEnd int
 	var ok bool
-	if s := sa.scratchFor(sc); s != nil {
+	if bs != nil {
+		ptEnd, ok = sa.espOpen(bs.s, frame, esp, end, seq)
+	} else if s := sa.scratchFor(sc); s != nil {
 		ptEnd, ok = sa.espOpen(s, frame, esp, end, seq)
 	} else {
 		s = sa.getScratch()
@@ -441,7 +464,7 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		r.Verdict = VerdictBadICV
 		return
 	}
-	if err := sa.win.Accept(seq); err != nil {
+	if err := sa.accept(bs, seq); err != nil {
 		replayVerdict(err, seq, r)
 		return
 	}
@@ -460,7 +483,7 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		r.Verdict, r.NextHeader = VerdictDummy, nh
 		return
 	}
-	sa.decapsulate(frame, off, o, ct, payEnd, nh, r)
+	sa.decapsulate(frame, off, o, ct, payEnd, nh, r, bs)
 }
 
 // replayVerdict sets r's verdict for the window's error err on seq.
@@ -476,7 +499,7 @@ func replayVerdict(err error, seq uint64, r *Result) {
 // decapsulate turns the verified payload frame[pay:payEnd] with next header
 // nh into r (r.Seq set): the inner packet (tunnel) or the rebuilt transport
 // packet.
-func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh uint8, r *Result) {
+func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh uint8, r *Result, bs *batchState) {
 	var rOff, rN, payN int
 	if sa.p.Mode == ModeTunnel {
 		var want uint8
@@ -509,7 +532,7 @@ func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh u
 		rN = hl + payN
 		setIPLength(frame[rOff:], rN)
 	}
-	if !sa.count(payN) {
+	if !sa.countIn(bs, payN) {
 		r.Verdict = VerdictExpired
 		return
 	}

@@ -307,3 +307,32 @@ func BenchmarkUncontendedParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestLockedMatchesAccept: a batch under Lock, Check and AcceptLocked gets
+// the answers that Check and Accept per packet give, for a sequence with
+// duplicates, a jump past the window, numbers left of it and the ESN wrap;
+// with the window off too.
+func TestLockedMatchesAccept(t *testing.T) {
+	lows := []uint32{0xfffffffe, 0xffffffff, 0xffffffff, 0, 1, 2, 0xfffffff0, 1, 300, 3, 299, 236, 237, 300, 0x80000000, 301, 0}
+	for _, size := range []uint32{0, 64, 1024} {
+		for _, esn := range []bool{false, true} {
+			one := mustNew(t, size, esn, 0xfffffff0)
+			batch := mustNew(t, size, esn, 0xfffffff0)
+			batch.Lock()
+			for i, low := range lows {
+				s1, e1 := recv(one, low)
+				s2, e2 := batch.Check(low)
+				if e2 == nil {
+					e2 = batch.AcceptLocked(s2)
+				}
+				if s1 != s2 || !errors.Is(e2, e1) || (e1 == nil) != (e2 == nil) {
+					t.Fatalf("size %d esn %v packet %d (%#x): per packet %#x %v, locked %#x %v", size, esn, i, low, s1, e1, s2, e2)
+				}
+			}
+			batch.Unlock()
+			if one.Top() != batch.Top() {
+				t.Fatalf("size %d esn %v: tops %#x and %#x", size, esn, one.Top(), batch.Top())
+			}
+		}
+	}
+}
