@@ -235,7 +235,7 @@ func (sa *SA) espSeal(s *scratch, b []byte, esp, plen int, nh uint8, seq uint64)
 	ivOff := esp + 8
 	ct := ivOff + sa.ivLen
 	t := ct + plen
-	pad := (sa.blk - (plen+2)%sa.blk) % sa.blk
+	pad := -(plen + 2) & (sa.blk - 1) // blk is a power of two (init)
 	copy(b[t:t+pad], padBytes[:pad])
 	b[t+pad], b[t+pad+1] = byte(pad), nh
 	end := t + pad + 2
@@ -439,7 +439,7 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 	}
 	esp, end := off+o.Off, off+o.Len
 	ctLen := end - esp - 8 - sa.ivLen - sa.icvLen
-	if ctLen < 2 || ctLen%sa.blk != 0 {
+	if ctLen < 2 || ctLen&(sa.blk-1) != 0 {
 		r.Verdict = VerdictMalformed
 		return
 	}

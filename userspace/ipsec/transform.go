@@ -185,6 +185,10 @@ func (sa *SA) init() error {
 			return err
 		}
 	}
+	if sa.blk&(sa.blk-1) != 0 {
+		// Padding and length checks mask with blk-1 instead of dividing.
+		return fmt.Errorf("ESP alignment %d is not a power of two", sa.blk)
+	}
 	if p.Proto == ProtoESP && sa.suite == suiteNone && !hasAuth {
 		return errors.New("esp with ecb(cipher_null) needs auth-trunc (no protection at all otherwise)")
 	}
