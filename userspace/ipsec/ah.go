@@ -53,7 +53,7 @@ func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result,
 		r.Verdict = VerdictMalformed
 		return
 	}
-	seq, err := sa.win.Check(o.Seq)
+	seq, err := sa.check(bs, o.Seq)
 	if err != nil {
 		replayVerdict(err, seq, r)
 		return

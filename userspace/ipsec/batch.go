@@ -1,11 +1,15 @@
 package ipsec
 
+import "github.com/xdpsec/xdpsec/userspace/replay"
+
 // Batches: the packets of one SA handled in one call, so that the costs a
 // packet pays for sharing the SA with other goroutines are paid once per
 // batch (as wireguard-go moves packets in vectors): one sequence number
 // reservation and one lifetime add for EncryptBatch, one replay-window lock
-// and one lifetime add for DecryptBatch, and one scratch (pool Get/Put for
-// SAs with keyed per-call state) for either.
+// and one lifetime add for DecryptBatch (whose in-order packets then update
+// the window without atomic read-modify-write instructions, see
+// replay.Batch), and one scratch (pool Get/Put for SAs with keyed per-call
+// state) for either.
 
 // BatchMax is the most packets EncryptBatch and DecryptBatch handle under
 // one sequence reservation, window lock and lifetime add; longer slices are
@@ -26,13 +30,22 @@ type Packet struct {
 type batchState struct {
 	s              *scratch
 	packets, bytes uint64
+	win            replay.Batch
 }
 
-// accept records seq in the replay window: under the batch's lock when bs
-// is not nil.
+// check is the replay window's Check, within the batch when bs is not nil.
+func (sa *SA) check(bs *batchState, seqLow uint32) (uint64, error) {
+	if bs != nil {
+		return bs.win.Check(seqLow)
+	}
+	return sa.win.Check(seqLow)
+}
+
+// accept records seq in the replay window, within the batch when bs is not
+// nil.
 func (sa *SA) accept(bs *batchState, seq uint64) error {
 	if bs != nil {
-		return sa.win.AcceptLocked(seq)
+		return bs.win.Accept(seq)
 	}
 	return sa.win.Accept(seq)
 }
@@ -168,9 +181,8 @@ func (sa *SA) encryptRun(sc *Scratch, pkts []Packet, errs []error) int {
 // would one after the other: same verdicts (the replay window sees each
 // packet accepted before the next is checked, ESN inference included), same
 // decapsulated bounds. res must be at least as long as pkts. The replay
-// window's lock is held for a run of up to BatchMax packets (see
-// replay.Window.Lock): other goroutines accepting packets of this SA wait
-// for the run. s may be nil (the SA's pool). It does not allocate.
+// window is held for a run of up to BatchMax packets (see replay.Batch):
+// other goroutines accepting packets of this SA wait for the run. s may be nil (the SA's pool). It does not allocate.
 func (sa *SA) DecryptBatch(s *Scratch, pkts []Packet, res []Result) {
 	res = res[:len(pkts)]
 	for len(pkts) > 0 {
@@ -200,7 +212,7 @@ func (sa *SA) decryptRun(sc *Scratch, pkts []Packet, outers []Outer, res []Resul
 		defer sa.putScratch(bs.s)
 	}
 	var o Outer
-	sa.win.Lock()
+	sa.win.Begin(&bs.win)
 	for i := range pkts {
 		p, r := &pkts[i], &res[i]
 		*r = Result{}
@@ -218,6 +230,6 @@ func (sa *SA) decryptRun(sc *Scratch, pkts []Packet, outers []Outer, res []Resul
 		}
 		sa.decryptParsed(sc, p.Frame, p.Off, &o, r, &bs)
 	}
-	sa.win.Unlock()
+	bs.win.End()
 	sa.countBatch(bs.packets, bs.bytes)
 }

@@ -443,7 +443,7 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		r.Verdict = VerdictMalformed
 		return
 	}
-	seq, err := sa.win.Check(o.Seq)
+	seq, err := sa.check(bs, o.Seq)
 	if err != nil {
 		replayVerdict(err, seq, r)
 		return

@@ -92,7 +92,18 @@ func FuzzDecrypt(f *testing.F) {
 		for _, sa := range sas {
 			frame := make([]byte, len(pkt)+64)
 			copy(frame[32:], pkt)
+			var batch [2]Packet
+			var res [2]Result
+			for j := range batch {
+				batch[j] = Packet{append([]byte(nil), frame...), 32, len(pkt)}
+			}
 			r := sa.Decrypt(frame, 32, len(pkt))
+			// The same packet, twice, through DecryptBatch must get what
+			// Decrypt says both times (the windows are off).
+			sa.DecryptBatch(nil, batch[:], res[:])
+			if res[0] != r || res[1] != r {
+				t.Fatalf("SA %#x: Decrypt %+v, DecryptBatch %+v", sa.SPI(), r, res)
+			}
 			if r.Verdict == VerdictOK {
 				if r.Off < 0 || r.Off+r.N > len(frame) || r.PayloadOff < r.Off || r.PayloadOff+r.PayloadN > r.Off+r.N {
 					t.Fatalf("result out of bounds: %+v", r)

@@ -159,24 +159,134 @@ func (w *Window) Accept(seq uint64) error {
 	return w.acceptLocked(seq)
 }
 
-// Lock takes the lock that Accept takes, for a caller that checks and
-// accepts a batch of packets of one SA in a row with AcceptLocked: one lock
-// per batch instead of one per packet. While it is held, Check sees every
-// packet accepted so far, so a batch gets exactly the verdicts that one
-// Check and Accept per packet would give in the same order. Other
-// goroutines' Check calls proceed; their Accept calls wait for Unlock, so
-// hold it for one batch, not across I/O.
-func (w *Window) Lock() { w.mu.Lock() }
+// Batch is a Window held by one goroutine for a run of packets of its SA
+// (Begin ... End): Check and Accept give exactly the answers the Window's
+// Check and Accept would give for the same packets in the same order, but
+// the run takes the window's lock once, and the bitmap word the top lies
+// in and the top itself are kept in the Batch and published when the run
+// leaves that word and at End, so an in-order packet costs no atomic
+// read-modify-write. Until End, other goroutines' Check may miss the run's
+// packets (it may always let a duplicate through) and their Accept waits
+// for the lock; hold a Batch for one batch of packets, never across I/O.
+// The zero value is not usable; a Batch must not be copied while in use.
+type Batch struct {
+	w      *Window
+	top    uint64 // highest accepted so far, this run included
+	idx    uint64 // word number (seq>>6) whose bits are cached in bits
+	bits   uint64
+	dirty  bool // bits differ from the ring's copy
+	moved  bool // top differs from w.top
+	locked bool
+}
 
-// Unlock releases the lock taken by Lock.
-func (w *Window) Unlock() { w.mu.Unlock() }
-
-// AcceptLocked is Accept for a caller that holds Lock.
-func (w *Window) AcceptLocked(seq uint64) error {
-	if w.size == 0 {
-		return w.Accept(seq)
+// Begin starts a run of packets on w in b, taking the window's lock (a
+// window of size 0 has no bitmap and needs no lock). Call End when done.
+func (w *Window) Begin(b *Batch) {
+	*b = Batch{w: w}
+	if w.size != 0 {
+		w.mu.Lock()
+		b.locked = true
 	}
-	return w.acceptLocked(seq)
+	b.top = w.top.Load()
+	if w.size != 0 {
+		b.idx = b.top >> 6
+		b.bits = w.words[b.idx&w.mask].Load()
+	}
+}
+
+// Check is Window.Check as of the packets accepted in this run so far.
+func (b *Batch) Check(seqLow uint32) (uint64, error) {
+	seq := b.w.infer(seqLow, b.top)
+	return seq, b.check(seq)
+}
+
+func (b *Batch) check(seq uint64) error {
+	w := b.w
+	if seq == 0 {
+		return ErrZeroSeq
+	}
+	if w.size == 0 || seq > b.top {
+		return nil
+	}
+	if b.top-seq >= uint64(w.size) {
+		return ErrReplay
+	}
+	word := w.words[(seq>>6)&w.mask].Load()
+	if seq>>6 == b.idx {
+		word = b.bits
+	}
+	if word&(1<<(seq&63)) != 0 {
+		return ErrReplay
+	}
+	return nil
+}
+
+// Accept is Window.Accept within the run: it records seq (as Check
+// returned it, after its ICV verified) or returns why not.
+func (b *Batch) Accept(seq uint64) error {
+	w := b.w
+	if err := b.check(seq); err != nil {
+		return err
+	}
+	if seq > b.top {
+		b.top, b.moved = seq, true
+		if w.size == 0 {
+			return nil
+		}
+		if newWord := seq >> 6; newWord != b.idx {
+			// Publish the word being left, then clear the words entered
+			// (the new top is published at End, after them).
+			if b.dirty {
+				w.words[b.idx&w.mask].Store(b.bits)
+			}
+			if newWord-b.idx > w.mask {
+				for i := range w.words {
+					w.words[i].Store(0)
+				}
+			} else {
+				for i := b.idx + 1; i <= newWord; i++ {
+					w.words[i&w.mask].Store(0)
+				}
+			}
+			b.idx, b.bits, b.dirty = newWord, 0, false
+		}
+	}
+	if w.size == 0 {
+		return nil
+	}
+	if seq>>6 == b.idx {
+		b.bits |= 1 << (seq & 63)
+		b.dirty = true
+		return nil
+	}
+	w.words[(seq>>6)&w.mask].Or(1 << (seq & 63))
+	return nil
+}
+
+// End publishes the run's top word and top and releases the window.
+func (b *Batch) End() {
+	w := b.w
+	if b.dirty {
+		w.words[b.idx&w.mask].Store(b.bits)
+	}
+	if b.moved {
+		if b.locked {
+			w.top.Store(b.top)
+		} else {
+			// Window of size 0: other goroutines move the top without the
+			// lock; only ever raise it.
+			for {
+				top := w.top.Load()
+				if b.top <= top || w.top.CompareAndSwap(top, b.top) {
+					break
+				}
+			}
+		}
+	}
+	if b.locked {
+		w.mu.Unlock()
+	}
+	*b = Batch{}
 }
 
 func (w *Window) acceptLocked(seq uint64) error {

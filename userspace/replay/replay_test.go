@@ -195,8 +195,9 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-// TestConcurrent: several goroutines offer overlapping sequence numbers;
-// every number is accepted exactly once.
+// TestConcurrent: several goroutines offer overlapping sequence numbers,
+// half of them per packet, half in Batches of 8; every number is accepted
+// exactly once.
 func TestConcurrent(t *testing.T) {
 	const n, workers = 20000, 4
 	w := mustNew(t, 4096, false, 0)
@@ -206,6 +207,19 @@ func TestConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if g%2 == 1 {
+				var b Batch
+				for s := uint32(1); s <= n; s += 8 {
+					w.Begin(&b)
+					for x := s; x < s+8 && x <= n; x++ {
+						if seq, err := b.Check(x); err == nil && b.Accept(seq) == nil {
+							accepted[x].Add(1)
+						}
+					}
+					b.End()
+				}
+				return
+			}
 			for s := uint32(1); s <= n; s++ {
 				if _, err := recv(w, s); err == nil {
 					accepted[s].Add(1)
@@ -252,13 +266,29 @@ func FuzzWindow(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		bw, _ := New(sz, false, 0) // the same packets in Batches of 4
+		var b Batch
 		ref := &reference{size: sz, seen: map[uint64]bool{}}
 		for i := 0; i+4 <= len(ops) && i < 4*512; i += 4 {
 			low := uint32(ops[i]) | uint32(ops[i+1])<<8 | uint32(ops[i+2])<<16 | uint32(ops[i+3])<<24
 			low %= 1 << 20
 			_, err := recv(w, low)
-			if want := ref.recv(uint64(low)); want != (err == nil) {
+			want := ref.recv(uint64(low))
+			if want != (err == nil) {
 				t.Fatalf("seq %d: window says %v, reference says accept=%v", low, err, want)
+			}
+			if i%16 == 0 {
+				bw.Begin(&b)
+			}
+			seq, berr := b.Check(low)
+			if berr == nil {
+				berr = b.Accept(seq)
+			}
+			if i%16 == 12 || i+8 > len(ops) || i+4 >= 4*512 {
+				b.End()
+			}
+			if want != (berr == nil) {
+				t.Fatalf("seq %d: batch says %v, reference says accept=%v", low, berr, want)
 			}
 		}
 	})
@@ -308,30 +338,86 @@ func BenchmarkUncontendedParallel(b *testing.B) {
 	})
 }
 
-// TestLockedMatchesAccept: a batch under Lock, Check and AcceptLocked gets
-// the answers that Check and Accept per packet give, for a sequence with
+// TestBatchMatchesAccept: a Batch's Check and Accept give the answers that
+// the Window's Check and Accept per packet give, for a sequence with
 // duplicates, a jump past the window, numbers left of it and the ESN wrap;
 // with the window off too.
-func TestLockedMatchesAccept(t *testing.T) {
+func TestBatchMatchesAccept(t *testing.T) {
 	lows := []uint32{0xfffffffe, 0xffffffff, 0xffffffff, 0, 1, 2, 0xfffffff0, 1, 300, 3, 299, 236, 237, 300, 0x80000000, 301, 0}
 	for _, size := range []uint32{0, 64, 1024} {
 		for _, esn := range []bool{false, true} {
 			one := mustNew(t, size, esn, 0xfffffff0)
 			batch := mustNew(t, size, esn, 0xfffffff0)
-			batch.Lock()
+			var b Batch
+			batch.Begin(&b)
 			for i, low := range lows {
 				s1, e1 := recv(one, low)
-				s2, e2 := batch.Check(low)
+				s2, e2 := b.Check(low)
 				if e2 == nil {
-					e2 = batch.AcceptLocked(s2)
+					e2 = b.Accept(s2)
 				}
 				if s1 != s2 || !errors.Is(e2, e1) || (e1 == nil) != (e2 == nil) {
 					t.Fatalf("size %d esn %v packet %d (%#x): per packet %#x %v, locked %#x %v", size, esn, i, low, s1, e1, s2, e2)
 				}
 			}
-			batch.Unlock()
+			b.End()
 			if one.Top() != batch.Top() {
 				t.Fatalf("size %d esn %v: tops %#x and %#x", size, esn, one.Top(), batch.Top())
+			}
+		}
+	}
+}
+
+// TestBatchRunsMatchAccept: runs of 5 packets through Batches leave the
+// window exactly as per-packet Accepts do (every Check around the top
+// agrees after each run), over in-order traffic crossing many bitmap
+// words, reordering, duplicates, gaps and jumps larger than the ring.
+func TestBatchRunsMatchAccept(t *testing.T) {
+	var lows []uint32
+	x := uint32(1)
+	for i := 0; i < 3000; i++ {
+		switch {
+		case i%97 == 0:
+			x += 5000 // past any window: clears the whole ring
+		case i%13 == 0:
+			lows = append(lows, x-20, x) // late packet, then a duplicate
+		case i%7 == 0:
+			x += 70 // skips a word
+		}
+		x++
+		lows = append(lows, x)
+		if i%5 == 0 {
+			lows = append(lows, x+3, x+1, x+2) // reordered
+			x += 3
+		}
+	}
+	for _, size := range []uint32{32, 64, 1024} {
+		one := mustNew(t, size, true, 0)
+		batch := mustNew(t, size, true, 0)
+		var b Batch
+		for start := 0; start < len(lows); start += 5 {
+			batch.Begin(&b)
+			for i := start; i < min(start+5, len(lows)); i++ {
+				s1, e1 := recv(one, lows[i])
+				s2, e2 := b.Check(lows[i])
+				if e2 == nil {
+					e2 = b.Accept(s2)
+				}
+				if s1 != s2 || e1 != e2 {
+					t.Fatalf("size %d packet %d (%d): per packet %d %v, batch %d %v", size, i, lows[i], s1, e1, s2, e2)
+				}
+			}
+			b.End()
+			top := one.Top()
+			if batch.Top() != top {
+				t.Fatalf("size %d after packet %d: tops %d and %d", size, start, top, batch.Top())
+			}
+			for s := top - uint64(size) - 70; s <= top+1; s++ {
+				_, e1 := one.Check(uint32(s))
+				_, e2 := batch.Check(uint32(s))
+				if e1 != e2 {
+					t.Fatalf("size %d after packet %d: Check(%d) per packet %v, batch %v", size, start, s, e1, e2)
+				}
 			}
 		}
 	}
