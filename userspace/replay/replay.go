@@ -155,8 +155,9 @@ func (w *Window) Accept(seq uint64) error {
 		}
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.acceptLocked(seq)
+	err := w.acceptLocked(seq) // cannot panic: no defer (~5 ns a packet)
+	w.mu.Unlock()
+	return err
 }
 
 // Batch is a Window held by one goroutine for a run of packets of its SA
