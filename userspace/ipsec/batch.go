@@ -182,7 +182,8 @@ func (sa *SA) encryptRun(sc *Scratch, pkts []Packet, errs []error) int {
 // packet accepted before the next is checked, ESN inference included), same
 // decapsulated bounds. res must be at least as long as pkts. The replay
 // window is held for a run of up to BatchMax packets (see replay.Batch):
-// other goroutines accepting packets of this SA wait for the run. s may be nil (the SA's pool). It does not allocate.
+// other goroutines accepting packets of this SA wait for the run, and an
+// OnSoftExpire callback that runs meanwhile must not use the SA's window. s may be nil (the SA's pool). It does not allocate.
 func (sa *SA) DecryptBatch(s *Scratch, pkts []Packet, res []Result) {
 	res = res[:len(pkts)]
 	for len(pkts) > 0 {

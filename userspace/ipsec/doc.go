@@ -49,6 +49,25 @@
 // way. A caller that already ran ParseOuter for the SA lookup should use
 // DecryptParsedWith, which skips the second parse.
 //
+// # Batches (the fastest path)
+//
+// A worker that holds several packets of one SA should hand them over
+// together: EncryptBatch, DecryptBatch and DecryptParsedBatch take a slice
+// of Packet and give, packet for packet, exactly what EncryptWith,
+// DecryptWith and DecryptParsedWith would give called in the same order
+// (same bytes, sequence numbers, verdicts, counters; tested so, including
+// replays, forgeries, ESN wraps and sequence exhaustion inside a batch).
+// What a batch saves is what a packet pays for sharing the SA with other
+// goroutines: per run of up to BatchMax packets, one sequence number
+// reservation (one compare-and-swap), one lifetime add, one pool Get for
+// CBC/HMAC SAs, and for decryption one replay-window lock, the in-order
+// packets then updating the window without atomic read-modify-writes
+// (replay.Batch: ~6 ns a packet instead of ~24). SAs with packet or byte
+// lifetime limits are counted packet by packet, so that the hard limit
+// stops the same packet it would stop alone. While DecryptBatch holds an
+// SA's window, other goroutines' packets of that SA wait for the run to
+// end before they are accepted.
+//
 // # Sequence numbers
 //
 // Outbound numbers start at SAParams.OutSeq+1 and never wrap: Encrypt fails

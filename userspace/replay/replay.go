@@ -212,9 +212,9 @@ func (b *Batch) check(seq uint64) error {
 	if b.top-seq >= uint64(w.size) {
 		return ErrReplay
 	}
-	word := w.words[(seq>>6)&w.mask].Load()
-	if seq>>6 == b.idx {
-		word = b.bits
+	word := b.bits
+	if seq>>6 != b.idx {
+		word = w.words[(seq>>6)&w.mask].Load()
 	}
 	if word&(1<<(seq&63)) != 0 {
 		return ErrReplay
