@@ -18,6 +18,10 @@
 // re-checks under the window's mutex, which it holds for O(words cleared),
 // and is the only authority. Check never rejects a packet that Accept would
 // accept.
+//
+// A goroutine with several packets of one SA in hand can take the window
+// once for all of them (Begin, then Batch.Check and Batch.Accept, End): the
+// same answers, without an atomic read-modify-write per in-order packet.
 package replay
 
 import (
