@@ -358,6 +358,7 @@ func TestScapyPeerEcho(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 				st1 = d.Stats()
 			}
+			st1 = d.SettledStats() // delivery is counted after the TUN write
 			t.Logf("daemon up in %v, peer ran %v: %+v", t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond), res)
 
 			if len(res.Errors) > 0 || res.Sent != echoes || res.Replies != echoes || res.BadSent != 2 {

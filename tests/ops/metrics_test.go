@@ -49,6 +49,7 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	}
 
 	// Every xfrm_stat name is exported, zero or not.
+	b.SettledStats() // the pings' counts land before the baseline
 	m0 := scrape(t, p.B, metricsAddr)
 	for _, n := range metrics.XfrmStatNames {
 		if _, ok := metric(m0, "xdpsec_xfrm_stat_total", "counter", n); !ok {
@@ -61,6 +62,7 @@ func TestMetricsAndDropCapture(t *testing.T) {
 	if got := udpBurst(t, p, "198.51.100.2:4789", n, size); got != n {
 		t.Fatalf("UDP: %d of %d datagrams arrived%s%s", got, n, xdpsectest.Dump(a), xdpsectest.Dump(b))
 	}
+	b.SettledStats() // delivery is counted after the TUN write: let it land
 	m1 := scrape(t, p.B, metricsAddr)
 	in := []string{"spi", "0x00001001", "dst", "192.0.2.2", "proto", "esp", "dir", "in"}
 	for _, c := range []struct {
@@ -186,8 +188,8 @@ func TestMetricsAndDropCapture(t *testing.T) {
 
 	// Counters: exactly what was injected, in the daemon's stats, the
 	// per-SA error series and the kernel-named xfrm_stat family.
+	st := b.SettledStats()
 	m2 := scrape(t, p.B, metricsAddr)
-	st := b.Stats()
 	nReplay, nBad := float64(len(sent["replay"])), float64(len(sent["bad-icv"]))
 	for _, c := range []struct {
 		name   string

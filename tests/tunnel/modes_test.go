@@ -167,13 +167,13 @@ func runShape(t *testing.T, sh shape, extra ...string) (*testutil.VethPair, *xdp
 	tcpTransfer(t, p, "["+sh.inner(sideB, true)+"]", 256<<10)
 	for _, v6 := range []bool{false, true} {
 		const n = 100
-		a0, b0 := a.Stats(), b.Stats()
+		a0, b0 := a.SettledStats(), b.SettledStats()
 		dst := sh.inner(sideB, v6)
 		if v6 {
 			dst = "[" + dst + "]"
 		}
 		got := udpBurst(t, p, dst+":4789", n)
-		a1, b1 := a.Stats(), b.Stats()
+		a1, b1 := a.SettledStats(), b.SettledStats()
 		if got != n {
 			t.Errorf("UDP to %s: %d of %d datagrams arrived%s", dst, got, n, xdpsectest.Dump(a, b))
 		}

@@ -61,9 +61,9 @@ func TestTunnelTraffic(t *testing.T) {
 		// UDP, counted exactly: the deltas of A's outbound and B's
 		// inbound counters equal the datagrams sent.
 		const n = 200
-		a0, b0 := a.Stats(), b.Stats()
+		a0, b0 := a.SettledStats(), b.SettledStats()
 		got := udpBurst(t, p, "198.51.100.2:4789", n)
-		a1, b1 := a.Stats(), b.Stats()
+		a1, b1 := a.SettledStats(), b.SettledStats()
 		if got != n {
 			t.Errorf("UDP: %d of %d datagrams arrived%s", got, n, xdpsectest.Dump(a, b))
 		}

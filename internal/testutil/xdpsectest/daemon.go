@@ -263,6 +263,30 @@ func (d *Daemon) Stats() engine.Stats {
 	return st
 }
 
+// SettledStats is Stats once the packet counters have stopped moving: the
+// workers count a batch after handing it on (a receiver can see a packet
+// a moment before the daemon has counted it), so a test that checks exact
+// counters after its traffic ended reads them here. It reads until two
+// reads 50 ms apart agree on the engine counters, the verdicts, the
+// links' reasons and the SAs' counters, for at most 2 s.
+func (d *Daemon) SettledStats() engine.Stats {
+	d.tb.Helper()
+	key := func(st engine.Stats) string {
+		b, _ := json.Marshal([]any{st.Counters, st.InVerdicts, st.Links, st.SAs})
+		return string(b)
+	}
+	prev := d.Stats()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		cur := d.Stats()
+		if key(cur) == key(prev) {
+			return cur
+		}
+		prev = cur
+	}
+	return prev
+}
+
 // Log is the daemon's stdout and stderr so far, interleaved as written (or
 // the LogFile's content).
 func (d *Daemon) Log() string {
