@@ -19,70 +19,27 @@
 #   FREQ=999         samples per second per CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=$PATH:/usr/local/go/bin
-[ "$(id -u)" = 0 ] || { echo "perf.sh: needs root (namespaces, XDP, AF_XDP, perf): run it with sudo" >&2; exit 1; }
+. scripts/lib/tunnel.sh
+tunnel_init perf
 for t in perf iperf3 bpftool; do
 	command -v "$t" >/dev/null || { echo "perf.sh: needs $t (apt-get install linux-perf iperf3 bpftool)" >&2; exit 1; }
 done
 DUR=${SECONDS_PERF:-5}
 FREQ=${FREQ:-999}
 OUT=${OUT:-perf-out}
-A=xdpsec-perf-a-$$ B=xdpsec-perf-b-$$
-WORK=$(mktemp -d /tmp/xdpsec-perf-XXXXXX)
-PIDS=()
 STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
-
-cleanup() {
-	set +e
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
-	ip netns del "$A" 2>/dev/null
-	ip netns del "$B" 2>/dev/null
-	umount "$WORK/bpf" 2>/dev/null
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+tunnel_on_exit() { sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"; }
 
 echo "== build (not stripped: perf resolves Go symbols from .symtab)"
-go build -o "$WORK/xdpsec" ./cmd/xdpsec
+tunnel_build
 go build -o "$WORK/flamegraph" ./cmd/flamegraph
-X=$WORK/xdpsec FG=$WORK/flamegraph
+FG=$WORK/flamegraph
 mkdir -p "$OUT"
 
 echo "== namespaces $A and $B, veth xa0 <-> xb0"
-ip netns add "$A"; ip netns add "$B"
-ip -n "$A" link add xa0 type veth peer name xb0 netns "$B"
-for ns in "$A" "$B"; do
-	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-	ip -n "$ns" link set lo up
-done
-ip -n "$A" addr add 192.0.2.1/24 dev xa0; ip -n "$B" addr add 192.0.2.2/24 dev xb0
-ip -n "$A" link set xa0 up; ip -n "$B" link set xb0 up
-
-# Pins on a bpffs of our own (ip netns exec hides /sys/fs/bpf); the example
-# configs copied so the key files can be chmod 600.
-mkdir -p "$WORK/bpf"; mount -t bpf bpf "$WORK/bpf"
-for s in a b; do
-	cp "examples/tunnel-$s.conf" "examples/tunnel-$s.keys" "$WORK/"
-	chmod 600 "$WORK/tunnel-$s.keys"
-	printf 'pin %s\ncontrol %s\n' "$WORK/bpf" "$WORK/run-$s/control.sock" >>"$WORK/tunnel-$s.conf"
-done
-
+tunnel_netns
 echo "== xdpsec run in each namespace"
-# ip netns exec execs the daemon: $! is the daemon's own PID, which perf -p needs.
-ip netns exec "$A" "$X" run --config "$WORK/tunnel-a.conf" >"$WORK/a.log" 2>&1 & PA=$!; PIDS+=($PA)
-ip netns exec "$B" "$X" run --config "$WORK/tunnel-b.conf" >"$WORK/b.log" 2>&1 & PB=$!; PIDS+=($PB)
-for s in a b; do
-	ns=$A; [ $s = b ] && ns=$B
-	for _ in $(seq 100); do
-		ip netns exec "$ns" "$X" stats --socket "$WORK/run-$s/control.sock" >/dev/null 2>&1 && break
-		sleep 0.1
-	done
-	ip netns exec "$ns" "$X" stats --socket "$WORK/run-$s/control.sock" >/dev/null || { cat "$WORK/$s.log"; exit 1; }
-done
-ip netns exec "$A" ping -c 2 -i 0.2 -w 10 198.51.100.2 >/dev/null
+tunnel_start
 
 # The XDP programs attached to our two links (other programs may run on the
 # host: bpftool lists them all).
