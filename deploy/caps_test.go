@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -110,24 +109,12 @@ func ifindex(name string) (int, error) {
 	return ifc.Index, nil
 }
 
-// unitCaps reads CapabilityBoundingSet= from the unit: the test runs with
-// exactly the set the service gets.
+// unitCaps is the shipped unit's capability set.
 func unitCaps(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("xdpsec.service")
+	caps, err := UnitCapabilities()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var caps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "CapabilityBoundingSet="); ok {
-			caps = append(caps, strings.Fields(v)...)
-		}
-	}
-	if len(caps) == 0 {
-		t.Fatal("xdpsec.service has no CapabilityBoundingSet=")
 	}
 	return caps
 }

@@ -1,7 +1,6 @@
 package ops
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpsec/xdpsec/deploy"
 	"github.com/xdpsec/xdpsec/internal/testutil"
 	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
@@ -24,24 +24,12 @@ const systemdMemlock = "8388608"
 // CAP_IPC_LOCK is needed, as on a real two-queue NIC.
 const umemFrames = "frames 8192"
 
-// unitCaps reads CapabilityBoundingSet= from the shipped unit: the daemon
-// runs with exactly the set the service gets.
+// unitCaps is the shipped unit's capability set.
 func unitCaps(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("../../deploy/xdpsec.service")
+	caps, err := deploy.UnitCapabilities()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var caps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "CapabilityBoundingSet="); ok {
-			caps = append(caps, strings.Fields(v)...)
-		}
-	}
-	if len(caps) == 0 {
-		t.Fatal("deploy/xdpsec.service has no CapabilityBoundingSet=")
 	}
 	return caps
 }
