@@ -460,3 +460,67 @@ func TestSPD(t *testing.T) {
 		t.Fatalf("List = %v", l)
 	}
 }
+
+// TestCountN checks that CountN records exactly what as many Count calls
+// record, verdict by verdict and shard by shard, and that a run of zero
+// packets records nothing (not even the first use).
+func TestCountN(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d := NewSAD(Config{Shards: 2, Now: clk.now})
+	one, err := d.Add(mustSA(t, gcmSpec(0x6001, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched, err := d.Add(mustSA(t, gcmSpec(0x6002, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched.CountN(1, ipsec.VerdictOK, 0, 0)
+	batched.CountN(0, ipsec.VerdictReplay, 0, 0)
+	if st := batched.Stats(); st != (Stats{}) || !batched.FirstUse().IsZero() {
+		t.Fatalf("CountN of 0 packets recorded %+v, first use %v", st, batched.FirstUse())
+	}
+	// Failed verdicts count in Verdicts only; the first of them does not
+	// start the use time.
+	runs := []struct {
+		shard int
+		v     ipsec.Verdict
+		sizes []int
+	}{
+		{0, ipsec.VerdictBadICV, []int{90, 91}},
+		{1, ipsec.VerdictOK, []int{64, 1400, 576}},
+		{0, ipsec.VerdictReplay, []int{100}},
+		{1, ipsec.VerdictDummy, []int{40, 41}},
+		{3, ipsec.VerdictOK, []int{1500}}, // shard modulo Shards
+		{0, ipsec.NumVerdicts, []int{7}},  // out of range: no verdict count
+	}
+	for i, r := range runs {
+		var bytes uint64
+		for _, n := range r.sizes {
+			one.Count(r.shard, r.v, n)
+			bytes += uint64(n)
+		}
+		batched.CountN(r.shard, r.v, uint64(len(r.sizes)), bytes)
+		if i == 0 && !batched.FirstUse().IsZero() {
+			t.Fatal("a failed verdict started the use time")
+		}
+	}
+	want, got := one.Stats(), batched.Stats()
+	if got != want {
+		t.Fatalf("CountN stats %+v, Count stats %+v", got, want)
+	}
+	if got.Packets != 3+2+1 || got.Bytes != 64+1400+576+40+41+1500 || got.Verdicts[ipsec.VerdictOK] != 4 ||
+		got.Verdicts[ipsec.VerdictBadICV] != 2 || got.Verdicts[ipsec.VerdictDummy] != 2 {
+		t.Fatalf("stats %+v", got)
+	}
+	for s := range batched.shards {
+		for v := range batched.shards[s].verdicts {
+			if g, w := batched.shards[s].verdicts[v].Load(), one.shards[s].verdicts[v].Load(); g != w {
+				t.Errorf("shard %d verdict %d: CountN %d, Count %d", s, v, g, w)
+			}
+		}
+	}
+	if fu := batched.FirstUse(); !fu.Equal(clk.now()) {
+		t.Fatalf("first use %v, want %v", fu, clk.now())
+	}
+}
