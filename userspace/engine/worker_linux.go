@@ -87,6 +87,8 @@ type worker struct {
 
 	touched byte       // see touch
 	memo    policyMemo // see inboundAllowed
+	group   inGroup    // see inbound
+	okN     uint64     // the rx batch's VerdictOK packets so far
 }
 
 func newWorker(e *Engine, q int) *worker {
@@ -98,6 +100,11 @@ func (w *worker) init() {
 	n := len(w.socks)
 	w.rx = make([]afxdp.Desc, inBatch)
 	w.inPkts = make([][]byte, 0, inBatch)
+	w.group = inGroup{
+		pkts:   make([]ipsec.Packet, 0, inBatch),
+		outers: make([]ipsec.Outer, inBatch),
+		res:    make([]ipsec.Result, inBatch),
+	}
 	w.rdDesc = make([]afxdp.Desc, 0, batchSize)
 	w.rdBufs = make([][]byte, batchSize)
 	w.rdSizes = make([]int, batchSize)
@@ -236,16 +243,41 @@ func (w *worker) touch(s *afxdp.Socket, batch []afxdp.Desc) {
 	w.touched = x // kept, so the loads are not dead code
 }
 
+// verdictEncapMismatch is outerSA's answer for a packet whose SA expects
+// another UDP encapsulation (counted as InEncapMismatch, not a verdict).
+const verdictEncapMismatch = ipsec.NumVerdicts
+
+// inGroup is a run of consecutive packets of one rx batch whose outermost
+// SA is the same: decrypted with one DecryptParsedBatch call and counted on
+// the SA once (one replay-window run, one lifetime add, one scratch setup).
+// Packets of one SA usually arrive together.
+type inGroup struct {
+	sa     *sad.Association
+	pkts   []ipsec.Packet // the frames; Off is the outer IP header
+	outers []ipsec.Outer  // ParseOuter's answer for each, len inBatch
+	res    []ipsec.Result
+}
+
 // inbound handles one rx batch of link li: decrypt, check, deliver to the
 // TUN in one batch, give every frame back to the fill ring.
+//
+// The outermost SA of consecutive packets is undone a group at a time
+// (inGroup); what follows (a second SA of a bundle, the policy check, the
+// delivery) goes packet by packet in arrival order, so verdicts, counters,
+// policy decisions and the order of delivered and captured packets are
+// those of handling each packet alone. (An SA replay window sees its
+// packets in arrival order too, except for the pathological bundle of a
+// transport SA inside itself, whose inner packets it sees after the
+// group's outer ones.)
 func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 	c := w.ctr
 	c.c[InFrames].Add(uint64(len(batch)))
-	db := w.e.sad
 	w.inPkts = w.inPkts[:0]
 	w.touch(s, batch)
 	w.memo.valid = false // policies may have changed since the last batch
-	var okN uint64       // VerdictOK, counted once per batch
+	w.okN = 0            // VerdictOK, counted once per batch
+	g := &w.group
+	capture := w.e.cfg.DropCapture != nil
 	for _, d := range batch {
 		pkt := s.Packet(d)
 		l3 := l3Offset(pkt)
@@ -253,70 +285,24 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 			c.c[InNotIP].Add(1)
 			continue
 		}
-		// Undo the SAs one by one, outermost first: after a
-		// transport-mode SA the rebuilt packet may carry the next SA of
-		// a bundle (ESP inside AH, RFC 4301 §4.5).
-		var sas [maxBundle]*sad.Association
-		nsa, off, end, ok := 0, l3, len(pkt), true
-		for ok {
-			v := ipsec.ParseOuter(pkt[off:end], 0, &w.outer)
-			if nsa > 0 && v != ipsec.VerdictOK {
-				break // the payload of the last SA is not IPsec: deliver it
+		n := len(g.pkts)
+		a, v := w.outerSA(pkt, l3, len(pkt), 0, &g.outers[n])
+		if a == nil {
+			if capture {
+				w.undoGroup() // keep the captured frames in arrival order
 			}
-			if v == ipsec.VerdictNotIPsec && w.outer.DstPort != 0 && w.e.isNATTPort(w.outer.DstPort) {
-				// UDP to an SA's extra NAT-T port (the XDP program
-				// steered it for that port): parse again with it.
-				v = ipsec.ParseOuter(pkt[off:end], w.outer.DstPort, &w.outer)
-			}
-			if v != ipsec.VerdictOK {
-				c.v[v].Add(1)
-				w.dropped(v, pkt)
-				ok = false
-				break
-			}
-			a := db.Lookup(w.outer.SPI, w.outer.Dst, w.outer.Proto)
-			if a == nil || nsa == maxBundle {
-				c.v[ipsec.VerdictNoState].Add(1)
-				w.dropped(ipsec.VerdictNoState, pkt)
-				ok = false
-				break
-			}
-			if enc := a.Spec().Encap; (enc != nil) != w.outer.UDP || (enc != nil && enc.DstPort != w.outer.DstPort) {
-				c.c[InEncapMismatch].Add(1)
-				ok = false
-				break
-			}
-			r := a.Transform().DecryptParsedWith(w.scratch, pkt[:end], off, &w.outer)
-			a.Count(w.q, r.Verdict, r.N)
-			if r.Verdict != ipsec.VerdictOK {
-				c.v[r.Verdict].Add(1)
-				w.dropped(r.Verdict, pkt)
-				ok = false
-				break
-			}
-			okN++
-			sas[nsa] = a
-			nsa++
-			off, end = r.Off, r.Off+r.N
-			if a.Spec().Mode == ipsec.ModeTunnel {
-				break // a new packet begins: it is not ours to undo further
-			}
-		}
-		if !ok {
+			w.drop(v, pkt)
 			continue
 		}
-		inner := pkt[off:end]
-		if !w.inboundAllowed(inner, sas[:nsa]) {
-			c.c[InPolicyMismatch].Add(1)
-			continue
+		if a != g.sa && n > 0 {
+			w.undoGroup()
+			g.outers[0] = g.outers[n]
 		}
-		if w.vnet {
-			w.gro.Add(inner) // never full: it holds a batch
-			continue
-		}
-		w.inPkts = append(w.inPkts, inner)
+		g.sa = a
+		g.pkts = append(g.pkts, ipsec.Packet{Frame: pkt, Off: l3})
 	}
-	c.v[ipsec.VerdictOK].Add(okN)
+	w.undoGroup()
+	c.v[ipsec.VerdictOK].Add(w.okN)
 	if w.vnet {
 		w.deliverCoalesced()
 	} else if len(w.inPkts) > 0 {
@@ -325,6 +311,127 @@ func (w *worker) inbound(li int, s *afxdp.Socket, batch []afxdp.Desc) {
 		c.c[InTUNRejected].Add(uint64(len(w.inPkts) - n))
 	}
 	s.Release(batch)
+}
+
+// undoGroup decrypts the pending group with its SA, counts it on the SA
+// once, and takes each of its packets on, in order, through the rest of
+// the inbound path (inner SAs, policy, delivery). It empties the group.
+func (w *worker) undoGroup() {
+	g := &w.group
+	n := len(g.pkts)
+	if n == 0 {
+		return
+	}
+	a := g.sa
+	a.Transform().DecryptParsedBatch(w.scratch, g.pkts, g.outers[:n], g.res[:n])
+	tunnel := a.Spec().Mode == ipsec.ModeTunnel
+	var okP, okB uint64
+	for i := range g.pkts {
+		pkt, r := g.pkts[i].Frame, &g.res[i]
+		if r.Verdict != ipsec.VerdictOK {
+			a.Count(w.q, r.Verdict, r.N)
+			w.drop(r.Verdict, pkt)
+			continue
+		}
+		okP++
+		okB += uint64(r.N)
+		w.okN++
+		sas := [maxBundle]*sad.Association{a}
+		nsa, off, end, ok := 1, r.Off, r.Off+r.N, true
+		if !tunnel {
+			// After a transport-mode SA the rebuilt packet may carry the
+			// next SA of a bundle (ESP inside AH, RFC 4301 §4.5).
+			nsa, off, end, ok = w.undoInner(pkt, &sas, nsa, off, end)
+		}
+		if ok {
+			w.deliver(pkt[off:end], sas[:nsa])
+		}
+	}
+	a.CountN(w.q, ipsec.VerdictOK, okP, okB)
+	g.pkts, g.sa = g.pkts[:0], nil
+}
+
+// undoInner undoes, packet by packet, the SAs that follow the nsa SAs
+// (in sas) already undone from pkt, whose payload is now pkt[off:end]. It
+// returns the SAs' count and the payload's bounds, and ok false when it
+// dropped the packet (counted).
+func (w *worker) undoInner(pkt []byte, sas *[maxBundle]*sad.Association, nsa, off, end int) (int, int, int, bool) {
+	for {
+		a, v := w.outerSA(pkt, off, end, nsa, &w.outer)
+		if a == nil {
+			if v == ipsec.VerdictOK {
+				return nsa, off, end, true // not IPsec: deliver it
+			}
+			w.drop(v, pkt)
+			return nsa, off, end, false
+		}
+		r := a.Transform().DecryptParsedWith(w.scratch, pkt[:end], off, &w.outer)
+		a.Count(w.q, r.Verdict, r.N)
+		if r.Verdict != ipsec.VerdictOK {
+			w.drop(r.Verdict, pkt)
+			return nsa, off, end, false
+		}
+		w.okN++
+		sas[nsa] = a
+		nsa++
+		off, end = r.Off, r.Off+r.N
+		if a.Spec().Mode == ipsec.ModeTunnel {
+			return nsa, off, end, true // a new packet begins: not ours to undo further
+		}
+	}
+}
+
+// outerSA parses the IPsec header of pkt[off:end] into o and returns its
+// SA, nsa SAs having been undone already. Without one it returns nil and
+// why to drop the frame (a verdict or verdictEncapMismatch), or
+// VerdictOK when nsa > 0 and the payload is not IPsec: deliver it. It
+// counts nothing.
+func (w *worker) outerSA(pkt []byte, off, end, nsa int, o *ipsec.Outer) (*sad.Association, ipsec.Verdict) {
+	v := ipsec.ParseOuter(pkt[off:end], 0, o)
+	if nsa > 0 && v != ipsec.VerdictOK {
+		return nil, ipsec.VerdictOK
+	}
+	if v == ipsec.VerdictNotIPsec && o.DstPort != 0 && w.e.isNATTPort(o.DstPort) {
+		// UDP to an SA's extra NAT-T port (the XDP program steered it
+		// for that port): parse again with it.
+		v = ipsec.ParseOuter(pkt[off:end], o.DstPort, o)
+	}
+	if v != ipsec.VerdictOK {
+		return nil, v
+	}
+	a := w.e.sad.Lookup(o.SPI, o.Dst, o.Proto)
+	if a == nil || nsa == maxBundle {
+		return nil, ipsec.VerdictNoState
+	}
+	if enc := a.Spec().Encap; (enc != nil) != o.UDP || (enc != nil && enc.DstPort != o.DstPort) {
+		return nil, verdictEncapMismatch
+	}
+	return a, ipsec.VerdictOK
+}
+
+// drop counts a frame dropped for v (a verdict or verdictEncapMismatch)
+// and offers it to the drop capture.
+func (w *worker) drop(v ipsec.Verdict, frame []byte) {
+	if v == verdictEncapMismatch {
+		w.ctr.c[InEncapMismatch].Add(1)
+		return
+	}
+	w.ctr.v[v].Add(1)
+	w.dropped(v, frame)
+}
+
+// deliver applies the inbound policies to a decrypted packet and queues
+// it for the TUN.
+func (w *worker) deliver(inner []byte, sas []*sad.Association) {
+	if !w.inboundAllowed(inner, sas) {
+		w.ctr.c[InPolicyMismatch].Add(1)
+		return
+	}
+	if w.vnet {
+		w.gro.Add(inner) // never full: it holds a batch
+		return
+	}
+	w.inPkts = append(w.inPkts, inner)
 }
 
 // deliverCoalesced writes the batch's inner packets into the vnet_hdr TUN,
