@@ -2,7 +2,6 @@ package dropcap
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/pcap"
+	"github.com/xdpsec/xdpsec/internal/testutil"
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
@@ -44,23 +44,10 @@ func espFrames(t testing.TB, sender *ipsec.SA, n int) [][]byte {
 	var out [][]byte
 	for i := range n {
 		buf := make([]byte, 512)
-		off, ln := 160, 20+8+32
-		p := buf[off : off+ln]
-		p[0], p[8], p[9] = 0x45, 64, 17
-		binary.BigEndian.PutUint16(p[2:], uint16(ln))
-		copy(p[12:], []byte{198, 51, 100, 1, 203, 0, 113, 1})
-		var sum uint32
-		for j := 0; j < 20; j += 2 {
-			sum += uint32(binary.BigEndian.Uint16(p[j:]))
-		}
-		for sum > 0xffff {
-			sum = sum&0xffff + sum>>16
-		}
-		binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
-		binary.BigEndian.PutUint16(p[20:], 4000)
-		binary.BigEndian.PutUint16(p[22:], 5000)
-		binary.BigEndian.PutUint16(p[24:], 8+32)
-		p[28] = byte(i)
+		payload := make([]byte, 32)
+		payload[0] = byte(i)
+		off := 160
+		ln := testutil.InnerUDP4(buf, off, payload)
 		o, m, err := sender.Encrypt(buf, off, ln)
 		if err != nil {
 			t.Fatal(err)

@@ -1,7 +1,7 @@
 package sad
 
 import (
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpsec/xdpsec/internal/testutil"
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
 )
 
@@ -30,25 +31,8 @@ func gcmSpec(spi uint32, extra string) string {
 // packet from 198.51.100.1 to 203.0.113.1, and the packet's bounds.
 func innerPacket(payload byte) (frame []byte, off, n int) {
 	frame = make([]byte, 512)
-	off, n = 128, 20+8+32
-	p := frame[off : off+n]
-	p[0], p[8], p[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(p[2:], uint16(n))
-	copy(p[12:], []byte{198, 51, 100, 1, 203, 0, 113, 1})
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(p[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
-	binary.BigEndian.PutUint16(p[20:], 4000)
-	binary.BigEndian.PutUint16(p[22:], 5000)
-	binary.BigEndian.PutUint16(p[24:], 8+32)
-	for i := 28; i < n; i++ {
-		p[i] = payload
-	}
+	off = 128
+	n = testutil.InnerUDP4(frame, off, bytes.Repeat([]byte{payload}, 32))
 	return frame, off, n
 }
 
