@@ -34,6 +34,20 @@ const DefaultTUN = "xdpsec0"
 // encapsulation and CBC+HMAC-SHA-512 stays below it.
 const defaultOverhead = 128
 
+// MaxTUNMTU is the largest TUN MTU the engine runs with: an outbound packet
+// is read from the TUN straight into one AF_XDP frame (afxdp.DefaultFrameSize
+// bytes), behind the frame's headroom (afxdp.PacketHeadroom, where the outer
+// headers and the Ethernet header are written) and in front of room for the
+// ESP trailer and ICV. Start caps the derived MTU there and refuses a larger
+// Config.MTU; a packet that still does not fit (the MTU raised by hand) is
+// answered with ICMP too-big naming this limit, never cut.
+const MaxTUNMTU = afxdp.DefaultFrameSize - afxdp.PacketHeadroom - outTailroom
+
+// maxRxFrame is the largest Ethernet frame an AF_XDP socket of the engine
+// receives: the kernel drops a longer one (the socket is bound without
+// XDP_USE_SG, so there is no multi-buffer; XDP_STATISTICS rx_dropped).
+const maxRxFrame = afxdp.DefaultFrameSize - afxdp.PacketHeadroom
+
 // Errors callers tell apart with errors.Is.
 var (
 	// ErrConfig: the Config cannot work; the message says which field.
@@ -72,8 +86,9 @@ type Config struct {
 	// Routes are extra prefixes routed into the TUN, besides the
 	// destination prefixes of outbound policies.
 	Routes []netip.Prefix
-	// MTU is the TUN MTU; 0 takes the smallest link MTU minus the largest
-	// encapsulation overhead of the outbound SAs.
+	// MTU is the TUN MTU, at most MaxTUNMTU; 0 takes the smallest link MTU
+	// minus the largest encapsulation overhead of the outbound SAs, capped at
+	// MaxTUNMTU.
 	MTU int
 	// Queues is the number of workers (and of AF_XDP sockets per link and
 	// TUN queues); 0 takes the largest rx queue count of the links.
@@ -179,6 +194,9 @@ func Start(cfg Config) (_ *Engine, err error) {
 	if len(cfg.Links) == 0 {
 		return nil, fmt.Errorf("%w: no link: name at least one interface (config line `link IFNAME`)", ErrConfig)
 	}
+	if cfg.MTU < 0 || cfg.MTU > MaxTUNMTU {
+		return nil, fmt.Errorf("%w: mtu %d: an AF_XDP frame carries inner packets of at most %d bytes; set mtu between 68 and %d, or leave it out to derive it from the links", ErrConfig, cfg.MTU, MaxTUNMTU, MaxTUNMTU)
+	}
 	if cfg.TUN == "" {
 		cfg.TUN = DefaultTUN
 	}
@@ -210,6 +228,10 @@ func Start(cfg Config) (_ *Engine, err error) {
 		a := l.Attrs()
 		el := &engineLink{name: name, index: a.Index, mtu: a.MTU, queues: max(a.NumRxQueues, 1)}
 		minMTU = min(minMTU, a.MTU)
+		if a.MTU+ethLen+2*4 > maxRxFrame {
+			e.log.Warn("link MTU exceeds an AF_XDP frame: IPsec packets longer than the frame are dropped by the kernel (rx_dropped); keep the peers' packets below it",
+				"link", name, "mtu", a.MTU, "max-ip-packet", maxRxFrame-ethLen-2*4)
+		}
 		dp, err := loader.Attach(name, cfg.XDPMode, loader.Options{PinRoot: cfg.PinRoot, Logger: e.log})
 		if err != nil {
 			return nil, fmt.Errorf("attach xdp to %s: %w", name, err)
@@ -286,6 +308,10 @@ func Start(cfg Config) (_ *Engine, err error) {
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = minMTU - e.maxOverhead()
+		if mtu > MaxTUNMTU {
+			e.log.Info("TUN MTU capped at what an AF_XDP frame carries", "link-mtu", minMTU, "mtu", MaxTUNMTU)
+			mtu = MaxTUNMTU
+		}
 	}
 	if e.dev, err = tun.Create(tun.Config{Name: cfg.TUN, Queues: queues, MTU: mtu, TxQueueLen: 1000, Addrs: cfg.Addrs, Routes: cfg.Routes, VnetHdr: !cfg.NoTUNOffload}); err != nil {
 		return nil, fmt.Errorf("create tun %s: %w", cfg.TUN, err)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -591,7 +592,15 @@ func (w *worker) outbound() bool {
 	}
 	w.ctr.c[OutPackets].Add(uint64(n))
 	for i := 0; i < n; i++ {
-		w.send(s, w.rdDesc[i], off, w.rdSizes[i])
+		m := w.rdSizes[i]
+		if pkt := w.rdBufs[i]; m == len(pkt) && ipLen(pkt) > m {
+			// read(2) cut it to the frame (the TUN MTU was raised
+			// past MaxTUNMTU): never send a cut packet.
+			w.oversize(pkt)
+			w.recycle(w.rdDesc[i])
+			continue
+		}
+		w.send(s, w.rdDesc[i], off, m)
 	}
 	// Shift the unused frames to the front for the next read.
 	k := copy(w.rdDesc, w.rdDesc[n:])
@@ -639,7 +648,10 @@ func (w *worker) outboundVnet() bool {
 			fr := s.Frame(d.Addr)
 			m, err := w.seg.Next(fr[off : len(fr)-outTailroom])
 			if m == 0 {
-				if err != nil {
+				switch {
+				case errors.Is(err, gso.ErrShortBuffer):
+					w.oversize(buf[gso.HdrLen:])
+				case err != nil:
 					c.c[OutGSOMalformed].Add(1)
 				}
 				w.recycle(d)
@@ -831,6 +843,30 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 	if len(w.tx[li]) == cap(w.tx[li]) {
 		w.transmit(li, w.socks[li])
 	}
+}
+
+// ipLen returns the length an IPv4 or IPv6 header declares for its packet
+// (0 for anything else, or too short to tell).
+func ipLen(pkt []byte) int {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return int(binary.BigEndian.Uint16(pkt[2:]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return 40 + int(binary.BigEndian.Uint16(pkt[4:]))
+	}
+	return 0
+}
+
+// oversize handles a TUN packet (or a segment of it) longer than a frame
+// carries, of which pkt holds at least the headers: ICMP too-big naming
+// MaxTUNMTU when the sender allows it, else a counted drop.
+func (w *worker) oversize(pkt []byte) {
+	var err error
+	if w.flow, err = sad.FlowOf(pkt); err != nil {
+		w.ctr.c[OutNotIP].Add(1)
+		return
+	}
+	w.tooBig(pkt, MaxTUNMTU)
 }
 
 // tooBig answers a packet that does not fit the tunnel with an ICMP error
