@@ -190,6 +190,23 @@ func (h *Hub) SetParameters(u Parameters) (Change, error) {
 	return h.publishLocked(ReasonParametersSet, ""), nil
 }
 
+// ResetParameters sets the parameters to DefaultParameters with the update
+// u applied — what a daemon started with these settings has, whatever was
+// set before — and publishes ReasonParametersSet with detail (say, which
+// config file). The daemon calls it for its config's `offload` lines at
+// start and on every reload. A bad update is an error wrapping
+// ErrBadParameter and publishes nothing.
+func (h *Hub) ResetParameters(u Parameters, detail string) (Change, error) {
+	p, err := DefaultParameters().Update(u)
+	if err != nil {
+		return Change{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.state.Parameters = p
+	return h.publishLocked(ReasonParametersSet, detail), nil
+}
+
 // EngineStopped turns everything off (the hardware view offloads nothing,
 // so the XDP program passes all traffic to the kernel) and publishes
 // ReasonEngineStop with detail.

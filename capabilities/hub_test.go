@@ -145,3 +145,49 @@ func TestHubFollowsTheAttachedXDPMode(t *testing.T) {
 		t.Fatalf("SetState after re-attach: published %v, receive %v", ok, hub.State().Hardware.Receive)
 	}
 }
+
+// TestHubResetParameters: a reset lands on the defaults plus the update,
+// whatever was set before (what a config reload does to a runtime caps
+// set), and publishes parameters-set with its detail; a bad update
+// publishes nothing.
+func TestHubResetParameters(t *testing.T) {
+	hub := NewHub(State{Hardware: fullHardware(), Parameters: DefaultParameters()})
+	sub := hub.Subscribe(16)
+	defer sub.Close()
+	<-sub.C
+	// A runtime set: AH off, DES on.
+	if _, err := hub.SetParameters(Parameters{IPsecV2: NDIS_OFFLOAD_PARAMETERS_IPSECV2_ESP_ENABLED, Algorithms: map[string]Switch{"cbc(des)": SwitchOn}}); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.C
+	u, err := ParseSettings([]string{"UdpEsp=off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hub.ResetParameters(u, "config /etc/xdpsec.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultParameters()
+	want.UdpEsp = SwitchOff
+	if !c.State.Parameters.Equal(want) || !hub.State().Parameters.Equal(want) {
+		t.Fatalf("after reset: %+v, want defaults with UdpEsp off", c.State.Parameters)
+	}
+	if got := <-sub.C; got.Seq != 3 || got.Reason != ReasonParametersSet || got.Detail != "config /etc/xdpsec.conf" {
+		t.Fatalf("change %d %s %q", got.Seq, got.Reason, got.Detail)
+	}
+	if !c.State.Current().V2().Ah {
+		t.Errorf("reset did not undo the runtime IPsecV2=esp: %+v", c.State.Current())
+	}
+	if _, err := hub.ResetParameters(Parameters{IPsecV2: 9}, "bad"); !errors.Is(err, ErrBadParameter) {
+		t.Fatalf("bad reset: %v", err)
+	}
+	select {
+	case got := <-sub.C:
+		t.Fatalf("a bad reset published %d %s", got.Seq, got.Reason)
+	default:
+	}
+	if ch := ParameterChanges(want, DefaultParameters()); len(ch) != 1 || ch[0] != "UdpEsp=on" {
+		t.Errorf("ParameterChanges back to the defaults: %q", ch)
+	}
+}

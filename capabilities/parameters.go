@@ -357,7 +357,7 @@ type BlockedError struct {
 
 func (e *BlockedError) Error() string {
 	if e.Parameter != "" {
-		return fmt.Sprintf("%s is not offloaded: parameter %s switches off %s (change it with `xdpsec caps set`)", e.What, e.Parameter, e.Member)
+		return fmt.Sprintf("%s is not offloaded: parameter %s switches off %s (change it with `xdpsec caps set`, or for good with the config's `offload` line)", e.What, e.Parameter, e.Member)
 	}
 	return fmt.Sprintf("%s is not offloaded: hardware capability %s lacks it (%s)", e.What, e.Member, e.Reason)
 }

@@ -115,3 +115,36 @@ func algorithmNames() []string {
 	}
 	return all
 }
+
+// ParameterChanges lists how to from differs from to, as the settings
+// (ParseSettings syntax) that turn from into to, in a stable order:
+// IPsecV1, IPsecV2, IPsecV2IPv4, UdpEsp, then algorithms by name. The
+// daemon logs them when a config reload changes its parameters.
+func ParameterChanges(from, to Parameters) []string {
+	short := [...]string{"no-change", "disabled", "ah", "esp", "ah-esp"}
+	word := func(v uint8) string {
+		if int(v) < len(short) {
+			return short[v]
+		}
+		return fmt.Sprint(v)
+	}
+	var out []string
+	if from.IPsecV1 != to.IPsecV1 {
+		out = append(out, SettingIPsecV1+"="+word(uint8(to.IPsecV1)))
+	}
+	if from.IPsecV2 != to.IPsecV2 {
+		out = append(out, SettingIPsecV2+"="+word(uint8(to.IPsecV2)))
+	}
+	if from.IPsecV2IPv4 != to.IPsecV2IPv4 {
+		out = append(out, SettingIPsecV2IPv4+"="+word(uint8(to.IPsecV2IPv4)))
+	}
+	if from.UdpEsp != to.UdpEsp {
+		out = append(out, SettingUdpEsp+"="+to.UdpEsp.String())
+	}
+	for _, name := range algorithmNames() {
+		if from.Algorithms[name] != to.Algorithms[name] {
+			out = append(out, name+"="+to.Algorithms[name].String())
+		}
+	}
+	return out
+}

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/loader"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
@@ -27,6 +30,14 @@ type FileConfig struct {
 	Control string
 	// Files are the files read: the config and its key files.
 	Files []string
+	// Offload are the `offload PARAM=VALUE` settings in file order, as
+	// written; empty when the file has no offload line.
+	Offload []string
+	// OffloadUpdate is Offload parsed (capabilities.ParseSettings: a later
+	// setting of a parameter wins). The daemon's offload parameters are
+	// capabilities.DefaultParameters with it applied
+	// (Hub.ResetParameters), at start before any SA and on every reload.
+	OffloadUpdate capabilities.Parameters
 }
 
 // LoadConfig reads a daemon configuration file:
@@ -42,6 +53,8 @@ type FileConfig struct {
 //	tun-offload on|off             (TUN vnet_hdr GSO/GRO; default on)
 //	control PATH                   (control socket)
 //	keys FILE                      (SA lines kept in a separate file)
+//	offload PARAM=VALUE ...        (offload parameters, as `xdpsec caps set`
+//	                                takes them; repeatable, a later one wins)
 //	ip xfrm state add ...          (an SA, `ip xfrm state` syntax)
 //	ip xfrm policy add ...         (a policy, `ip xfrm policy` syntax)
 //
@@ -90,10 +103,112 @@ func (fc *FileConfig) load(path string, keysOnly bool) error {
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	if (hasKeys || keysOnly) && st.Mode().Perm()&0o077 != 0 {
+	if hasKeys || keysOnly {
+		return checkKeyFileMode(path, st)
+	}
+	return nil
+}
+
+// checkKeyFileMode refuses a file holding keys that group or others may
+// read, with the one line LoadConfig and ReadSAFile share.
+func checkKeyFileMode(path string, st fs.FileInfo) error {
+	if st.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("%w: %s holds keys and has mode %04o: chmod 600 %s", ErrKeyFileMode, path, st.Mode().Perm(), path)
 	}
 	return nil
+}
+
+// offload applies an `offload PARAM=VALUE ...` line: each setting is
+// checked on its own, so the error names the one that is wrong.
+func (fc *FileConfig) offload(settings []string) error {
+	if len(settings) == 0 {
+		return errors.New("`offload` takes PARAM=VALUE settings as `xdpsec caps set` does, e.g. `offload IPsecV2=esp` or `offload cbc(des)=on`")
+	}
+	for _, s := range settings {
+		if _, err := capabilities.ParseSettings([]string{s}); err != nil {
+			return fmt.Errorf("`offload %s`: %w", s, err)
+		}
+	}
+	all := append(append([]string(nil), fc.Offload...), settings...)
+	u, err := capabilities.ParseSettings(all)
+	if err != nil {
+		return fmt.Errorf("`offload`: %w", err)
+	}
+	fc.Offload, fc.OffloadUpdate = all, u
+	return nil
+}
+
+// SALine is one SA read by ReadSAFile or ReadSALines: where it was, its
+// words as written (keys included: they go to the daemon, never to a
+// log), and the SA parsed from them.
+type SALine struct {
+	// Source is "NAME:LINE", for errors about this SA.
+	Source string
+	Words  []string
+	Spec   *sad.SASpec
+}
+
+// ReadSAFile reads SA lines from path, as `xdpsec sa add --file` does. The
+// file holds keys, so it must not be readable by group or others: such a
+// file is refused before it is read (ErrKeyFileMode, "chmod 600 FILE"),
+// as a config's key file is. See ReadSALines for the format.
+func ReadSAFile(path string) ([]SALine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read SA file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read SA file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read SA file %s: not a regular file (give a chmod 600 file, or pipe the SAs into `-`)", path)
+	}
+	if err := checkKeyFileMode(path, st); err != nil {
+		return nil, err
+	}
+	return ReadSALines(f, path)
+}
+
+// ReadSALines reads SAs, one per line, from r (name is used in errors):
+// each line is an SA in `ip xfrm state add` syntax, with or without the
+// leading `ip xfrm state add|update` (so a config's key file is valid
+// input). Blank lines and # comments are skipped; a policy or any other
+// line is an error. Every line is parsed before any is returned, and the
+// first bad one stops the read with "NAME:LINE: message" (never key bytes).
+// Reading no SA at all is an error too: an empty pipe is a mistake.
+func ReadSALines(r io.Reader, name string) ([]SALine, error) {
+	var out []SALine
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		src := fmt.Sprintf("%s:%d", name, lineNo)
+		words, err := sad.Tokenize(sc.Text())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		if len(words) == 0 {
+			continue
+		}
+		if words[0] == "ip" && len(words) >= 3 && !strings.HasPrefix("state", words[2]) {
+			return nil, fmt.Errorf("%s: %q: only SAs (`ip xfrm state add ...` or the SPEC alone) are read here; add policies with `xdpsec policy add`", src, strings.Join(words[:3], " "))
+		}
+		s, err := sad.ParseSA(words)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		out = append(out, SALine{Source: src, Words: words, Spec: s})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s after line %d: %w", name, lineNo, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no SA found (want one `ip xfrm state add ...` or SPEC per line)", name)
+	}
+	return out, nil
 }
 
 // line applies one tokenized line; it reports whether the line was an SA.
@@ -210,6 +325,8 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 		}
 	case "control":
 		fc.Control, err = arg("socket path")
+	case "offload":
+		err = fc.offload(w[1:])
 	case "keys":
 		var kf string
 		if kf, err = arg("file"); err == nil {
@@ -219,7 +336,7 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			err = fc.load(kf, true)
 		}
 	default:
-		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, tun-offload, control, keys, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
+		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, tun-offload, control, keys, offload, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
 	}
 	return false, err
 }
