@@ -55,7 +55,10 @@ type SA struct {
 	outerV6 bool
 
 	seqMax uint64
-	outSeq atomic.Uint64 // last sequence number used
+	// outSeq is the last sequence number used. It is shared with the SA
+	// this one replaced in place, if any (NewSAReplacing), so that the two
+	// never hand out one number twice.
+	outSeq *atomic.Uint64
 	win    *replay.Window
 
 	// packets and bytes count exactly, one atomic add each, when the SA
@@ -110,6 +113,45 @@ func NewSA(p SAParams) (*SA, error) {
 	return sa, nil
 }
 
+// NewSAReplacing is NewSA for an SA that replaces prev in place: the same
+// SPI, rekeyed or with other parameters, while goroutines that looked prev
+// up before the switch may still be using it. The two SAs share one
+// outbound sequence counter, raised to p.OutSeq if that is higher, so no
+// number is ever used twice, by prev or by the new SA: with unchanged keys a
+// repeated number would repeat a counter-mode nonce (GCM, ChaCha20-Poly1305
+// and CTR use the sequence number as IV). When the replay windows have the
+// same size and the same ESN setting they share one window as well (raised
+// to p.InSeq), so a packet accepted through either SA is a replay for both;
+// otherwise the new window starts at the higher of prev's top and p.InSeq
+// and the caller copies what else it needs. Lifetime counters are not
+// shared. Errors are NewSA's.
+func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
+	if prev == nil {
+		return nil, fmt.Errorf("SA spi %#x: replacing a nil SA", p.SPI)
+	}
+	if top := prev.win.Top(); p.InSeq < top && (p.ESN || top <= 1<<32-1) {
+		p.InSeq = top
+	}
+	sa, err := NewSA(p)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		cur := prev.outSeq.Load()
+		if cur >= p.OutSeq || prev.outSeq.CompareAndSwap(cur, p.OutSeq) {
+			break
+		}
+	}
+	sa.outSeq = prev.outSeq
+	if prev.win.Size() == sa.win.Size() && prev.p.ESN == sa.p.ESN {
+		if p.InSeq > prev.win.Top() {
+			prev.win.Accept(p.InSeq) // an error means another packet moved it further
+		}
+		sa.win = prev.win
+	}
+	return sa, nil
+}
+
 func (sa *SA) init() error {
 	p := &sa.p
 	switch p.Proto {
@@ -142,6 +184,7 @@ func (sa *SA) init() error {
 	if p.OutSeq > sa.seqMax || p.InSeq > sa.seqMax {
 		return fmt.Errorf("initial sequence numbers above 2^32-1 need flag esn")
 	}
+	sa.outSeq = new(atomic.Uint64)
 	sa.outSeq.Store(p.OutSeq)
 	w, err := replay.New(p.ReplayWindow, p.ESN, p.InSeq)
 	if err != nil {

@@ -317,7 +317,10 @@ func (d *SAD) Add(spec *SASpec) (*Association, error) {
 // renumbered:
 //
 //   - the outbound sequence number continues from the old SA's (or from
-//     spec's replay-oseq if that is higher): numbers are never reused;
+//     spec's replay-oseq if that is higher): both SAs draw from one shared
+//     counter (ipsec.NewSAReplacing), so a worker still encrypting with
+//     the old SA after the switch never takes a number the new SA takes
+//     (with unchanged keys that would repeat a GCM/ChaCha20/CTR nonce);
 //   - the inbound replay window carries over (see below); spec's
 //     replay-seq raises its highest number if it is higher;
 //   - byte and packet lifetimes keep counting: the new SA's limits are
@@ -325,15 +328,15 @@ func (d *SAD) Add(spec *SASpec) (*Association, error) {
 //     and FirstUse (use-time limits) carry over;
 //   - counters (Stats) carry over.
 //
-// The window is carried whole: the new SA starts at the old one's highest
-// number and every number the old window holds as received is recorded
-// in the new window (ipsec.SAParams takes only the highest number, so the
-// bitmap is copied through replay.Window's Check and Accept, O(window
-// size)). The copy is made before and again right after the new SA is
-// published, so a packet the old SA accepts while workers switch over is
-// still known to the new one; only a packet accepted by the old SA after
-// the second copy (a worker still in the middle of it) escapes, and then
-// only if the keys did not change.
+// The window is carried whole. When the new spec keeps the window size
+// and the ESN setting, both SAs share one window, so a packet accepted
+// through either is a replay for both, whenever it arrives. Otherwise the
+// new SA starts at the old one's highest number and every number the old
+// window holds as received is recorded in the new window (copied through
+// replay.Window's Check and Accept, O(window size)), before and again
+// right after the new SA is published; only a packet accepted by the old
+// SA after the second copy (a worker still in the middle of it) escapes,
+// and then only if the keys did not change.
 //
 // A worker that looked up the old SA before Update finishes its packet
 // with it; the counters it updates are the same shared counters.
@@ -360,7 +363,7 @@ func (d *SAD) Update(spec *SASpec) (*Association, error) {
 // from's window holds as received.
 func copyWindow(from, to *ipsec.SA) {
 	fw, tw := from.Window(), to.Window()
-	if fw == nil || tw == nil || fw.Size() == 0 || tw.Size() == 0 {
+	if fw == nil || tw == nil || fw == tw || fw.Size() == 0 || tw.Size() == 0 {
 		return
 	}
 	top := fw.Top()
@@ -415,12 +418,7 @@ func (d *SAD) build(spec *SASpec, old *Association) (*Association, error) {
 	p := spec.Params()
 	a := &Association{key: spec.Key(), spec: spec, sad: d}
 	if old != nil {
-		osa := old.sa
-		p.OutSeq = max(p.OutSeq, osa.NextSeq()-1)
-		if w := osa.Window(); w != nil {
-			p.InSeq = max(p.InSeq, w.Top())
-		}
-		used := osa.Stats()
+		used := old.sa.Stats()
 		p.Lifetime.SoftBytes = remaining(p.Lifetime.SoftBytes, used.Bytes)
 		p.Lifetime.HardBytes = remaining(p.Lifetime.HardBytes, used.Bytes)
 		p.Lifetime.SoftPackets = remaining(p.Lifetime.SoftPackets, used.Packets)
@@ -434,7 +432,16 @@ func (d *SAD) build(spec *SASpec, old *Association) (*Association, error) {
 		a.shards = make([]counterShard, d.cfg.Shards)
 	}
 	p.OnSoftExpire = func(*ipsec.SA) { d.signal() }
-	sa, err := ipsec.NewSA(p)
+	var sa *ipsec.SA
+	var err error
+	if old != nil {
+		// One outbound sequence counter for both (and one replay window
+		// when they match): the old SA stays in use by workers that
+		// looked it up before the switch.
+		sa, err = ipsec.NewSAReplacing(p, old.sa)
+	} else {
+		sa, err = ipsec.NewSA(p)
+	}
 	if err != nil {
 		return nil, err
 	}

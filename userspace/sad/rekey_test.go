@@ -1,0 +1,145 @@
+package sad
+
+import (
+	"encoding/binary"
+	"sync"
+	"testing"
+
+	"github.com/xdpsec/xdpsec/userspace/ipsec"
+)
+
+// espIV returns the sequence number and the explicit IV of an IPv4 tunnel
+// ESP packet (the outer header is 20 bytes, no options): for GCM the IV is
+// the nonce's per-packet part, which must never repeat under one key.
+func espIV(p esp) (seq uint32, iv uint64) {
+	h := p.frame[p.off+20:]
+	return binary.BigEndian.Uint32(h[4:]), binary.BigEndian.Uint64(h[8:])
+}
+
+// TestSADUpdateStaleSenderNoNonceReuse: a worker that looked the SA up
+// before an in-place update (same key, new lifetime: a config reload)
+// finishes its packet with the old SA, as the package allows. Its sequence
+// number, which is the GCM IV, must not be one the new SA also uses: under
+// an unchanged key that is a repeated nonce.
+func TestSADUpdateStaleSenderNoNonceReuse(t *testing.T) {
+	d := NewSAD(Config{})
+	old, err := d.Add(mustSA(t, gcmSpec(0x2100, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		encrypt(t, old, byte(i))
+	}
+	cur, err := d.Update(mustSA(t, gcmSpec(0x2100, "limit packet-soft 1000000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]string{}
+	for i, a := range []*Association{old, cur, old, cur} {
+		seq, iv := espIV(encrypt(t, a, byte(i)))
+		if uint64(seq) != iv {
+			t.Fatalf("packet %d: seq %d but IV %#x", i, seq, iv)
+		}
+		who := "new SA"
+		if a == old {
+			who = "old SA"
+		}
+		if prev, ok := seen[iv]; ok {
+			t.Fatalf("IV %d used by the %s and again by the %s: nonce reuse under one key", iv, prev, who)
+		}
+		seen[iv] = who
+	}
+	if len(seen) != 4 {
+		t.Fatalf("%d distinct IVs, want 4", len(seen))
+	}
+}
+
+// TestSADUpdateConcurrentSendersUniqueIVs: senders look the SA up for
+// every packet while the SA is updated in place again and again (same
+// key): every packet's IV (= sequence number) is distinct.
+func TestSADUpdateConcurrentSendersUniqueIVs(t *testing.T) {
+	d := NewSAD(Config{})
+	spec := mustSA(t, gcmSpec(0x2200, ""))
+	if _, err := d.Add(spec); err != nil {
+		t.Fatal(err)
+	}
+	const senders, each, updates = 4, 1000, 50
+	ivs := make([][]uint64, senders)
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				a := d.Lookup(spec.SPI, spec.Dst, ipsec.ProtoESP)
+				f, off, n := innerPacket(byte(i))
+				o, on, err := a.Transform().Encrypt(f, off, n)
+				if err != nil {
+					t.Errorf("encrypt: %v", err)
+					return
+				}
+				_, iv := espIV(esp{f, o, on})
+				ivs[g] = append(ivs[g], iv)
+			}
+		}()
+	}
+	for i := range updates {
+		extra := ""
+		if i%2 == 0 {
+			extra = "limit packet-soft 1000000"
+		}
+		if _, err := d.Update(mustSA(t, gcmSpec(0x2200, extra))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for _, l := range ivs {
+		for _, iv := range l {
+			if seen[iv] {
+				t.Fatalf("IV %d used twice under one key", iv)
+			}
+			seen[iv] = true
+		}
+	}
+	if len(seen) != senders*each {
+		t.Fatalf("%d IVs, want %d", len(seen), senders*each)
+	}
+}
+
+// TestSADUpdateStaleReceiverNoReplay: a packet that a worker still holding
+// the old SA accepts after the update is a replay for the new SA (and the
+// other way round): the two share one window.
+func TestSADUpdateStaleReceiverNoReplay(t *testing.T) {
+	tx, rx := NewSAD(Config{}), NewSAD(Config{})
+	spec := mustSA(t, gcmSpec(0x2300, "replay-window 64"))
+	txa, err := tx.Add(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := rx.Add(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := encrypt(t, txa, 1), encrypt(t, txa, 2)
+	cur, err := rx.Update(mustSA(t, gcmSpec(0x2300, "replay-window 64 limit packet-soft 1000000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(a *Association, p esp) ipsec.Verdict {
+		f := append([]byte(nil), p.frame...)
+		return a.Transform().Decrypt(f, p.off, p.n).Verdict
+	}
+	if v := open(old, p1); v != ipsec.VerdictOK {
+		t.Fatalf("p1 through the old SA: %v", v)
+	}
+	if v := open(cur, p1); v != ipsec.VerdictReplay {
+		t.Fatalf("p1 again through the new SA: %v, want replay", v)
+	}
+	if v := open(cur, p2); v != ipsec.VerdictOK {
+		t.Fatalf("p2 through the new SA: %v", v)
+	}
+	if v := open(old, p2); v != ipsec.VerdictReplay {
+		t.Fatalf("p2 again through the old SA: %v, want replay", v)
+	}
+}
