@@ -71,7 +71,7 @@ type worker struct {
 	rdBufs  [][]byte
 	rdSizes []int
 	tx      [][]afxdp.Desc // by link
-	spare   [][]afxdp.Desc // by link: app-owned free frames to reuse
+	spare   [][]afxdp.Desc // by link: app-owned free frames to reuse (only the primary's fill up)
 	icmp    []byte
 	icmpVec [][]byte
 	pfd     []unix.PollFd
@@ -716,7 +716,13 @@ func (w *worker) transmit(li int, s *afxdp.Socket) {
 	}
 	if len(tx) > 0 {
 		w.ctr.c[OutTxDropped].Add(uint64(len(tx)))
-		w.spare[li] = append(w.spare[li], tx...)
+		if li == w.primary {
+			w.spare[li] = append(w.spare[li], tx...) // the next TUN reads take them
+		} else {
+			// Only the primary's frames are reused from the spare list:
+			// another link's go back to its socket (send Allocs them).
+			s.Release(tx)
+		}
 	}
 	w.tx[li] = w.tx[li][:0]
 }
