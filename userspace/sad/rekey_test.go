@@ -2,6 +2,9 @@ package sad
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -141,5 +144,33 @@ func TestSADUpdateStaleReceiverNoReplay(t *testing.T) {
 	}
 	if v := open(old, p2); v != ipsec.VerdictReplay {
 		t.Fatalf("p2 again through the old SA: %v, want replay", v)
+	}
+}
+
+// TestSpecPrintsNoKey: an SASpec printed with any verb, or as JSON, shows
+// the key as <key N bits> only.
+func TestSpecPrintsNoKey(t *testing.T) {
+	const k = "0xd1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4"
+	s := mustSA(t, "src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100 mode tunnel aead rfc4106(gcm(aes)) "+k+" 128")
+	var outs []string
+	for _, v := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x", "%q"} {
+		outs = append(outs, fmt.Sprintf(v, s), fmt.Sprintf(v, *s))
+	}
+	for _, x := range []any{s, *s} {
+		j, err := json.Marshal(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, string(j))
+	}
+	for _, out := range outs {
+		for _, leak := range []string{"d1d2d3d4", "D1D2D3D4", "209 210 211 212", "0dLT1A"} {
+			if strings.Contains(out, leak) {
+				t.Fatalf("spec output %q contains key bytes (%s)", out, leak)
+			}
+		}
+		if !strings.Contains(out, "key 160 bits") {
+			t.Fatalf("spec output %q does not say what the key is", out)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package sad
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -580,6 +582,13 @@ func (s *SASpec) Params() ipsec.SAParams {
 // String renders the spec in canonical `ip xfrm state` form with every
 // key replaced by <key N bits>. It is safe to log.
 func (s *SASpec) String() string { return strings.Join(s.words(false), " ") }
+
+// Format prints String for every verb (%v, %+v, %#v, %d, %x...), so that
+// no verb prints the key bytes field by field.
+func (s *SASpec) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
+
+// MarshalJSON renders the spec as its String, keys redacted.
+func (s *SASpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
 // SecretWords renders the spec as a word list ParseSA reads back to an
 // equal spec, keys included as 0x hex. It exists to write specs back to a
