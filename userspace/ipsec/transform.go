@@ -69,6 +69,7 @@ type SA struct {
 	acc            atomic.Uint64
 	accMu          sync.Mutex // serialises flushing acc, and Stats
 	soft, hard     atomic.Bool
+	hardBy         atomic.Pointer[string] // the limit that set hard
 
 	keyed bool      // scratch holds keyed state (HMAC, CBC): use pool, not Scratch
 	pool  sync.Pool // *scratch
@@ -491,11 +492,21 @@ func (sa *SA) count(n int) bool {
 		}
 		return true
 	}
+	// A packet that does not fit under a hard limit takes its counts back:
+	// the counters hold exactly what the SA protected or verified, and
+	// never more than a limit, however many goroutines race at it.
 	lt := &sa.p.Lifetime
 	pk := sa.packets.Add(1)
+	if lt.HardPackets != 0 && pk > lt.HardPackets {
+		sa.packets.Add(^uint64(0))
+		sa.expire("packets")
+		return false
+	}
 	by := sa.bytes.Add(uint64(n))
-	if (lt.HardPackets != 0 && pk > lt.HardPackets) || (lt.HardBytes != 0 && by > lt.HardBytes) {
-		sa.hard.Store(true)
+	if lt.HardBytes != 0 && by > lt.HardBytes {
+		sa.bytes.Add(-uint64(n))
+		sa.packets.Add(^uint64(0))
+		sa.expire("bytes")
 		return false
 	}
 	if (lt.SoftPackets != 0 && pk >= lt.SoftPackets) || (lt.SoftBytes != 0 && by >= lt.SoftBytes) {
@@ -504,6 +515,22 @@ func (sa *SA) count(n int) bool {
 		}
 	}
 	return true
+}
+
+// expire marks the SA hard-expired by limit ("packets" or "bytes"); the
+// first limit reached is the one HardLimit reports.
+func (sa *SA) expire(limit string) {
+	sa.hardBy.CompareAndSwap(nil, &limit)
+	sa.hard.Store(true)
+}
+
+// HardLimit names the hard lifetime limit the SA reached: "packets",
+// "bytes", or "" while it has reached none.
+func (sa *SA) HardLimit() string {
+	if l := sa.hardBy.Load(); l != nil {
+		return *l
+	}
+	return ""
 }
 
 // flushAcc moves the packed counts into packets and bytes.

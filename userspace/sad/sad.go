@@ -529,10 +529,8 @@ func (d *SAD) Tick(now time.Time) []Expiry {
 		lt, used := a.sa.Params().Lifetime, a.sa.Stats()
 		hard := ""
 		switch {
-		case a.sa.HardExpired() && lt.HardBytes != 0 && used.Bytes > lt.HardBytes:
-			hard = "bytes"
 		case a.sa.HardExpired():
-			hard = "packets"
+			hard = a.sa.HardLimit()
 		case l.TimeHard != 0 && age >= l.TimeHard:
 			hard = "time"
 		case l.TimeUseHard != 0 && useAge >= l.TimeUseHard:
