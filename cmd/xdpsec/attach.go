@@ -137,7 +137,7 @@ func parsePorts(vals []string) ([]uint16, error) {
 	return ports, nil
 }
 
-func runAttach(args []string, stdout io.Writer) error {
+func runAttach(args []string, stdout, stderr io.Writer) error {
 	fs, a := attachFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {

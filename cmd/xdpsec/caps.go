@@ -45,11 +45,13 @@ xdp-fallback, engine-stop, self-test-failure, hardware-change), the
 current state first. With -j each change is one JSON line. Without a
 daemon, --watch follows --link's netlink events.
 
-caps set changes parameters in the running daemon. They live in the
-daemon's memory: they take effect at once (the XDP program passes a class
-switched off to the kernel, and sa add refuses SAs outside the current
-view) and are lost when the daemon exits; there is no file. caps set
-without a running daemon is an error. PARAM is one of
+caps set changes parameters in the running daemon. They take effect at
+once (the XDP program passes a class switched off to the kernel, and sa
+add refuses SAs outside the current view) and live in the daemon's memory
+only: a restart, or a reload (SIGHUP), makes the parameters the defaults
+plus the config's 'offload PARAM=VALUE' lines again. To keep a setting,
+write it there (e.g. 'offload IPsecV2=esp'). caps set without a running
+daemon is an error. PARAM is one of
   IPsecV1, IPsecV2, IPsecV2IPv4   = disabled | ah | esp | ah-esp | no-change | 0-4 | NDIS name
   UdpEsp                          = on | off
   an XFRM algorithm name          = on | off   (DES, 3DES, MD5 and NULL are off until set on)
@@ -92,9 +94,9 @@ func capsFlags() (*flag.FlagSet, *capsOptions) {
 	return fs, o
 }
 
-func runCaps(args []string, stdout io.Writer) error {
+func runCaps(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "set" {
-		return runCapsSet(args[1:], stdout)
+		return runCapsSet(args[1:], stdout, stderr)
 	}
 	fs, o := capsFlags()
 	pos, err := parseInterspersed(fs, args)
@@ -291,7 +293,7 @@ func printChange(w io.Writer, ch capabilities.Change, view capabilities.View, fo
 	return err
 }
 
-func runCapsSet(args []string, stdout io.Writer) error {
+func runCapsSet(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("caps set", flag.ContinueOnError)
 	socket := fs.String("socket", control.DefaultPath, "the daemon's control socket")
 	asJSON := fs.Bool("j", false, "print the resulting parameters as JSON")

@@ -73,7 +73,7 @@ func captureFlags() captureOpts {
 	}
 }
 
-func runCapture(args []string, stdout io.Writer) error {
+func runCapture(args []string, stdout, stderr io.Writer) error {
 	o := captureFlags()
 	pos, err := parseInterspersed(o.fs, args)
 	if err != nil {

@@ -100,7 +100,7 @@ type classifyLine struct {
 	SPI     string `json:"spi,omitempty"`
 }
 
-func runClassify(args []string, stdout io.Writer) error {
+func runClassify(args []string, stdout, stderr io.Writer) error {
 	fs, a := classifyFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {

@@ -26,7 +26,7 @@ Examples:
 	})
 }
 
-func runCompletion(args []string, stdout io.Writer) error {
+func runCompletion(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
 		return flag.ErrHelp
 	}

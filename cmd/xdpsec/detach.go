@@ -32,7 +32,7 @@ func detachFlags() (*flag.FlagSet, *linkArgs) {
 	return fs, l
 }
 
-func runDetach(args []string, stdout io.Writer) error {
+func runDetach(args []string, stdout, stderr io.Writer) error {
 	fs, l := detachFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {

@@ -24,7 +24,7 @@ type command struct {
 	summary string
 	// usage is the synopsis line(s) and at least one example.
 	usage string
-	run   func(args []string, stdout io.Writer) error
+	run   func(args []string, stdout, stderr io.Writer) error
 }
 
 var commands = map[string]*command{}
@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdpsec: unknown command %q (commands: %s; see 'xdpsec help')\n", args[0], strings.Join(commandNames(), ", "))
 		return 2
 	}
-	err := c.run(args[1:], stdout)
+	err := c.run(args[1:], stdout, stderr)
 	switch {
 	case err == nil:
 		return 0

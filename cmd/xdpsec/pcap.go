@@ -90,7 +90,7 @@ func init() {
 	flagSets["pcap"] = func() *flag.FlagSet { return newPcapFlagSet(&pcapFlags{}) }
 }
 
-func runPcap(args []string, stdout io.Writer) error {
+func runPcap(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usagef("pcap needs a subcommand: decrypt or encrypt")
 	}

@@ -28,7 +28,7 @@ Examples:
 	flagSets["policy"] = func() *flag.FlagSet { fs, _, _ := clientFlags("policy"); return fs }
 }
 
-func runPolicy(args []string, stdout io.Writer) error {
+func runPolicy(args []string, stdout, stderr io.Writer) error {
 	fs, socket, asJSON := clientFlags("policy")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {

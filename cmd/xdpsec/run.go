@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +62,14 @@ stays pinned with 'fail-open'); SIGHUP reloads the SAs and policies of the
 config: unchanged SAs keep flowing, changed ones keep their sequence numbers
 and replay window. The config format is in examples/README.md.
 
+The config's 'offload PARAM=VALUE' lines are the offload parameters that
+persist (what registry keywords are to an NDIS driver): applied at start
+before any SA is admitted, so an SA they forbid stops the start with the
+blocking parameter named. A reload makes the parameters the defaults plus
+those lines again, undoing a runtime 'xdpsec caps set' the file does not
+repeat (as it deletes SAs added with 'xdpsec sa add' that the file lacks),
+and publishes a parameters-set change only when they change.
+
 Observability: --metrics serves Prometheus counters (per SA, per reason,
 per AF_XDP queue, xdpsec_xfrm_stat), --pprof Go's profiler, both on loopback;
 'xdpsec capture' writes dropped packets; logs are lifecycle events only (no
@@ -80,7 +90,7 @@ func runFlags() (*flag.FlagSet, *string, *string, *observeFlags) {
 	return fs, cfg, socket, addObserveFlags(fs)
 }
 
-func runDaemon(args []string, stdout io.Writer) error {
+func runDaemon(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath, socket, obs := runFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -128,7 +138,14 @@ func runDaemon(args []string, stdout io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	e, err := engine.Start(fc.Config)
+	// With `offload` lines the SAs wait until the parameters are set: the
+	// capabilities exist only once Start has probed the datapath, and no
+	// SA may be admitted under parameters the file does not ask for.
+	cfg := fc.Config
+	if len(fc.Offload) > 0 {
+		cfg.SAs = nil
+	}
+	e, err := engine.Start(cfg)
 	if err != nil {
 		if hint := privilegeHint(err); hint != "" {
 			return fmt.Errorf("%w%s", err, hint)
@@ -136,9 +153,22 @@ func runDaemon(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer e.Stop()
+	if len(fc.Offload) > 0 {
+		if err := applyOffload(e, fc, *cfgPath, true, log); err != nil {
+			return err
+		}
+		for _, s := range fc.SAs {
+			if err := e.AddSA(s); err != nil {
+				return fmt.Errorf("%s: %w", *cfgPath, err)
+			}
+		}
+	}
 	reload := func() (engine.ReloadSummary, error) {
 		nc, err := engine.LoadConfig(*cfgPath)
 		if err != nil {
+			return engine.ReloadSummary{}, err
+		}
+		if err := applyOffload(e, nc, *cfgPath, false, log); err != nil {
 			return engine.ReloadSummary{}, err
 		}
 		return e.Reload(nc.SAs, nc.Policies)
@@ -208,6 +238,38 @@ func runDaemon(args []string, stdout io.Writer) error {
 			log.Info("reloaded "+*cfgPath, "summary", fmt.Sprintf("%+v", sum))
 		}
 	}
+}
+
+// applyOffload makes the daemon's offload parameters what fc asks for:
+// the defaults with its `offload` lines applied. At start it runs before
+// any SA is admitted; on reload it also undoes a runtime `caps set` the
+// file does not repeat (the file is the whole truth, as it is for SAs),
+// and publishes parameters-set only when the parameters change.
+func applyOffload(e *engine.Engine, fc *engine.FileConfig, path string, atStart bool, log *slog.Logger) error {
+	h := e.Capabilities()
+	if h == nil {
+		if len(fc.Offload) > 0 {
+			return fmt.Errorf("%s: `offload` lines need the capabilities probe, which failed at start (see the log): remove them, or fix the probe and restart", path)
+		}
+		return nil
+	}
+	want, err := capabilities.DefaultParameters().Update(fc.OffloadUpdate)
+	if err != nil {
+		return fmt.Errorf("%s: offload: %w", path, err)
+	}
+	old := h.State().Parameters
+	if old.Equal(want) && (!atStart || len(fc.Offload) == 0) {
+		return nil // nothing to set: publish no change
+	}
+	if _, err := h.ResetParameters(fc.OffloadUpdate, "config "+path); err != nil {
+		return fmt.Errorf("%s: offload: %w", path, err)
+	}
+	changed := capabilities.ParameterChanges(old, want)
+	if len(changed) == 0 {
+		changed = []string{"none"}
+	}
+	log.Info("offload parameters set from "+path, "offload", strings.Join(fc.Offload, " "), "changed", strings.Join(changed, " "))
+	return nil
 }
 
 // serveEngine registers the engine's ops on the control socket.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/xdpsec/xdpsec/internal/control"
@@ -16,23 +17,49 @@ func init() {
 	register(&command{
 		name:    "sa",
 		summary: "add, update, delete, list or show the daemon's SAs",
-		usage: `Usage: xdpsec sa add|update SPEC [--socket PATH]
+		usage: `Usage: xdpsec sa add|update - | --file FILE [--socket PATH]
+       xdpsec sa add|update SPEC [--socket PATH]
        xdpsec sa del|get src A dst B proto esp|ah spi N [--socket PATH]
        xdpsec sa list [-j] [--socket PATH]
 
-SPEC is an SA in 'ip xfrm state add' syntax. Keys travel only over the
-root-only control socket and are never printed: list and get show
-"<key N bits>" in their place.
+SPEC is an SA in 'ip xfrm state add' syntax. Give SAs with keys on
+stdin ('-') or in a file (--file): one SA per line, as SPEC alone or as
+a whole 'ip xfrm state add ...' line (a config's key file is valid
+input), blank lines and # comments skipped. Every line is checked before
+the first is sent; the first SA the daemon refuses stops the rest, and
+the error names its line. FILE must not be readable by group or others
+(chmod 600 FILE), as the config's key files; so must stdin when it is a
+file. A SPEC on the command line still works, but its keys are visible
+to every local user in ps and /proc/PID/cmdline: xdpsec then warns on
+stderr. Keys travel only over the root-only control socket and are never
+printed: list and get show "<key N bits>" in their place.
 
 Examples:
-  xdpsec sa add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 mode tunnel aead 'rfc4106(gcm(aes))' 0x0102030405060708090a0b0c0d0e0f1011121314 128
+  xdpsec sa add - <<'EOF'
+  src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 mode tunnel aead 'rfc4106(gcm(aes))' 0x0102030405060708090a0b0c0d0e0f1011121314 128
+  EOF
+  xdpsec sa update --file /etc/xdpsec/rekey.sas
   xdpsec sa get src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001
   xdpsec sa del src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001
   xdpsec sa list -j`,
 		run: runSA,
 	})
-	flagSets["sa"] = func() *flag.FlagSet { fs, _, _ := clientFlags("sa"); return fs }
+	flagSets["sa"] = func() *flag.FlagSet { fs, _, _, _ := saFlags(); return fs }
 }
+
+// saFlags are the client flags plus --file.
+func saFlags() (*flag.FlagSet, *string, *bool, *string) {
+	fs, socket, asJSON := clientFlags("sa")
+	file := fs.String("file", "", "add|update: read the SAs, with their keys, from FILE (chmod 600) instead of the command line; - is stdin")
+	return fs, socket, asJSON, file
+}
+
+// argvKeyWarning is printed, after an SA given on the command line was
+// accepted, when that SA carries key bytes.
+const argvKeyWarning = "xdpsec sa: warning: the SA's keys were on the command line, where every local user can read them (ps, /proc/PID/cmdline); give SAs on stdin ('xdpsec sa %s -') or with --file FILE (chmod 600) instead\n"
+
+// saStdin is where `sa add -` reads; tests replace it.
+var saStdin io.Reader = os.Stdin
 
 // clientFlags are the flags of the commands that talk to the daemon.
 func clientFlags(name string) (*flag.FlagSet, *string, *bool) {
@@ -75,8 +102,8 @@ type trimmedRemote struct {
 func (e *trimmedRemote) Error() string { return e.msg }
 func (e *trimmedRemote) Unwrap() error { return e.RemoteError }
 
-func runSA(args []string, stdout io.Writer) error {
-	fs, socket, asJSON := clientFlags("sa")
+func runSA(args []string, stdout, stderr io.Writer) error {
+	fs, socket, asJSON, file := saFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -85,25 +112,47 @@ func runSA(args []string, stdout io.Writer) error {
 		return usagef("sa needs a subcommand: add, update, del, get or list")
 	}
 	sub, words := pos[0], pos[1:]
+	if *file != "" && sub != "add" && sub != "update" {
+		return usagef("--file only applies to sa add and sa update")
+	}
 	switch sub {
 	case "add", "update":
-		if len(words) == 0 {
-			return usagef("sa %s needs an SA in 'ip xfrm state add' syntax", sub)
-		}
-		// Parse locally first: a typo gets its one-line answer without a
-		// daemon, and nothing malformed travels.
-		if _, err := sad.ParseSA(words); err != nil {
-			return usageError{err.Error()}
-		}
 		op := opSAAdd
 		if sub == "update" {
 			op = opSAUpdate
+		}
+		if len(words) == 1 && words[0] == "-" && *file == "" {
+			*file = "-"
+			words = nil
+		}
+		if *file != "" {
+			if len(words) > 0 {
+				return usagef("sa %s takes the SAs from --file or from the command line, not both", sub)
+			}
+			lines, err := readSALines(*file)
+			if err != nil {
+				return err
+			}
+			return sendSALines(*socket, op, sub, lines, stdout)
+		}
+		if len(words) == 0 {
+			return usagef("sa %s needs SAs: '-' (stdin), --file FILE, or a SPEC in 'ip xfrm state add' syntax", sub)
+		}
+		// Parse locally first: a typo gets its one-line answer without a
+		// daemon, and nothing malformed travels.
+		spec, err := sad.ParseSA(words)
+		if err != nil {
+			return usageError{err.Error()}
 		}
 		var key string
 		if err := callDaemon(*socket, op, wordsArgs{Words: words}, &key); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "SA %s %sed\n", key, strings.TrimSuffix(sub, "e"))
+		// Warned only once the SA is in: a failure stays one line.
+		if hasKeyBytes(spec) {
+			fmt.Fprintf(stderr, argvKeyWarning, sub)
+		}
 		return nil
 	case "del", "get":
 		if len(words) == 0 {
@@ -160,4 +209,61 @@ func printSAs(w io.Writer, l []engine.SAStats) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// readSALines reads --file FILE, or stdin for "-". Stdin redirected from a
+// file others can read is refused as FILE would be: the keys are already
+// exposed there.
+func readSALines(file string) ([]engine.SALine, error) {
+	if file != "-" {
+		return engine.ReadSAFile(file)
+	}
+	if f, ok := saStdin.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%w: stdin is a file with mode %04o: chmod 600 it, or pipe the SAs in", engine.ErrKeyFileMode, st.Mode().Perm())
+		}
+	}
+	return engine.ReadSALines(saStdin, "stdin")
+}
+
+// sendSALines adds or updates the SAs in order over one connection. The
+// first refusal stops the rest; the error names its line and how many
+// were done before it.
+func sendSALines(socket, op, sub string, lines []engine.SALine, stdout io.Writer) error {
+	c, err := control.Dial(socket)
+	if err != nil {
+		if errors.Is(err, control.ErrNoDaemon) {
+			return fmt.Errorf("no daemon at %s: start one with 'xdpsec run --config FILE' (or give --socket)", socket)
+		}
+		return fmt.Errorf("connect to the daemon at %s: %w", socket, err)
+	}
+	defer c.Close()
+	verb := strings.TrimSuffix(sub, "e") + "ed"
+	for i, l := range lines {
+		var key string
+		if err := c.Call(op, wordsArgs{Words: l.Words}, &key); err != nil {
+			var re *control.RemoteError
+			msg := ""
+			if errors.As(err, &re) && re.Code == "" {
+				msg = strings.TrimPrefix(re.Msg, op+": ")
+			} else {
+				msg = daemonErr(socket, op, err).Error()
+			}
+			done := ""
+			if i > 0 {
+				done = fmt.Sprintf(" (the %d SA(s) before it were %s; the rest were not sent)", i, verb)
+			} else if len(lines) > 1 {
+				done = " (nothing was " + verb + ")"
+			}
+			return fmt.Errorf("%s: %s%s", l.Source, msg, done)
+		}
+		fmt.Fprintf(stdout, "SA %s %s\n", key, verb)
+	}
+	return nil
+}
+
+// hasKeyBytes reports whether spec carries any key byte.
+func hasKeyBytes(spec *sad.SASpec) bool {
+	p := spec.Params()
+	return len(p.AEAD.Key)+len(p.Enc.Key)+len(p.Auth.Key) > 0
 }

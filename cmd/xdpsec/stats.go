@@ -35,7 +35,7 @@ Examples:
 	flagSets["stats"] = func() *flag.FlagSet { fs, _, _ := clientFlags("stats"); addWatchFlags(fs); return fs }
 }
 
-func runStats(args []string, stdout io.Writer) error {
+func runStats(args []string, stdout, stderr io.Writer) error {
 	fs, socket, asJSON := clientFlags("stats")
 	wo := addWatchFlags(fs)
 	pos, err := parseInterspersed(fs, args)

@@ -83,7 +83,7 @@ type saJSON struct {
 	Bytes     uint64 `json:"bytes"`
 }
 
-func runStatus(args []string, stdout io.Writer) error {
+func runStatus(args []string, stdout, stderr io.Writer) error {
 	flags, l, asJSON := statusFlags()
 	pos, err := parseInterspersed(flags, args)
 	if err != nil {

@@ -11,7 +11,7 @@ func init() {
 		name:    "version",
 		summary: "print the version and build information",
 		usage:   "Usage: xdpsec version\n\nExample:\n  xdpsec version",
-		run: func(args []string, stdout io.Writer) error {
+		run: func(args []string, stdout, stderr io.Writer) error {
 			if len(args) > 0 {
 				return usagef("version takes no arguments, got %q", args[0])
 			}
