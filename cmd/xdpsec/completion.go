@@ -80,7 +80,7 @@ type completionFlag struct {
 // interface or a path.
 var (
 	linkFlag = regexp.MustCompile(`^(link|links|dev|ifname|interface)$`)
-	fileFlag = regexp.MustCompile(`^(w|r|config|pcap|socket|pin-root|file|out|in|key-file|output)$`)
+	fileFlag = regexp.MustCompile(`^(w|r|config|pcap|socket|pin-root|file|sa-file|out|in|key-file|output)$`)
 )
 
 func commandFlags(c *command) []completionFlag {

@@ -62,6 +62,9 @@ func TestCompletionBash(t *testing.T) {
 		{[]string{"xdpsec", "pcap", "decrypt", "-"}, []string{"--sa", "-w", "--json"}, false},
 		{[]string{"xdpsec", "pcap", "decrypt", "--sa", ""}, nil, true},
 		{[]string{"xdpsec", "classify", "--pcap", "/etc/hostn"}, []string{"/etc/hostname"}, true},
+		{[]string{"xdpsec", "sa", "add", "--file", "/etc/hostn"}, []string{"/etc/hostname"}, true},
+		{[]string{"xdpsec", "pcap", "decrypt", "--sa-file", "/etc/hostn"}, []string{"/etc/hostname"}, true},
+		{[]string{"xdpsec", "sa", "add", "--f"}, []string{"--file"}, true},
 	} {
 		got := complete(t, script, c.words...)
 		for _, w := range c.want {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,13 +26,19 @@ import (
 // as a receiver (decrypt) or a sender (encrypt) would.
 
 const pcapUsage = `Usage:
-  xdpsec pcap decrypt --sa SPEC [--sa SPEC]... IN.pcap [-w OUT.pcap] [--json]
-  xdpsec pcap encrypt --sa SPEC [--sa SPEC]... IN.pcap -w OUT.pcap [--seq N]
+  xdpsec pcap decrypt (--sa-file FILE | --sa SPEC...) IN.pcap [-w OUT.pcap] [--json]
+  xdpsec pcap encrypt (--sa-file FILE | --sa SPEC...) IN.pcap -w OUT.pcap [--seq N]
 
 SPEC is one SA in 'ip xfrm state add' syntax, quoted as one argument:
   src A dst B proto esp|ah spi N mode transport|tunnel [reqid N]
   aead NAME KEY ICVBITS | enc NAME KEY [auth-trunc NAME KEY BITS]
   [encap espinudp SPORT DPORT 0.0.0.0] [flag esn] [replay-window N] ...
+--sa-file FILE reads SAs one per line instead (SPEC alone or a whole 'ip
+xfrm state add' line, # comments; a config's key file will do), from FILE
+(which group and others must not be able to read: chmod 600 FILE) or from
+stdin with '-'; they come after the --sa ones. A SPEC given with --sa puts
+its keys where every local user can read them (ps, /proc/PID/cmdline):
+xdpsec then warns on stderr.
 
 decrypt reads IN (pcap or pcapng, Ethernet, raw IP or Linux cooked) and
 prints one line per packet: index, verdict, SPI, sequence number and the
@@ -61,19 +68,22 @@ Keys are never printed. Exit status: 0 when the file was processed (whatever
 the verdicts), 1 on I/O errors, 2 on a bad command line or SA spec.
 
 Examples:
+  xdpsec pcap decrypt --sa-file tunnel-a.keys capture.pcap -w inner.pcap
   xdpsec pcap decrypt --sa 'src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode tunnel aead rfc4106(gcm(aes)) 0x0102030405060708090a0b0c0d0e0f1011121314 128' capture.pcap --json
   xdpsec pcap encrypt --sa 'src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode transport enc cbc(aes) 0x000102030405060708090a0b0c0d0e0f auth-trunc hmac(sha256) 0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f 128' plain.pcap -w esp.pcap --seq 4294967290`
 
 type pcapFlags struct {
-	sas  stringList
-	out  string
-	json bool
-	seq  string
+	sas    stringList
+	saFile string
+	out    string
+	json   bool
+	seq    string
 }
 
 func newPcapFlagSet(f *pcapFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("pcap", flag.ContinueOnError)
 	fs.Var(&f.sas, "sa", "an SA in 'ip xfrm state add' syntax, one quoted argument (repeatable)")
+	fs.StringVar(&f.saFile, "sa-file", "", "read the SAs, with their keys, from FILE (chmod 600; - is stdin), one per line, instead of --sa")
 	fs.StringVar(&f.out, "w", "", "write the decrypted (decrypt) or protected (encrypt) packets to this pcap file")
 	fs.BoolVar(&f.json, "json", false, "decrypt: print one JSON object per packet")
 	fs.StringVar(&f.seq, "seq", "", "encrypt: the first sequence number (default 1, or the spec's replay-oseq+1)")
@@ -109,18 +119,38 @@ func runPcap(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("pcap %s needs exactly one input capture, got %d arguments (%s)", sub, len(pos), strings.Join(pos, " "))
 	}
-	if len(f.sas) == 0 {
-		return usagef("pcap %s needs at least one --sa SPEC", sub)
+	if len(f.sas) == 0 && f.saFile == "" {
+		return usagef("pcap %s needs its SAs: --sa-file FILE (keys off the command line) or --sa SPEC", sub)
 	}
 	specs, err := parseSASpecs(f.sas)
 	if err != nil {
 		return err
 	}
+	if f.saFile != "" {
+		lines, err := readSALines(f.saFile)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			specs = append(specs, l.Spec)
+		}
+	}
+	err = pcapRun(sub, f, pos[0], specs, stdout)
+	// Warned once the work is done (a failure stays one line), on stderr
+	// so the packet lines on stdout stay parseable.
+	if err == nil && slices.ContainsFunc(specs[:len(f.sas)], hasKeyBytes) {
+		fmt.Fprintln(stderr, "xdpsec pcap: warning: --sa put the SA's keys on the command line, where every local user can read them (ps, /proc/PID/cmdline); use --sa-file FILE (chmod 600) or --sa-file - instead")
+	}
+	return err
+}
+
+// pcapRun checks the flags of sub and runs it over in.
+func pcapRun(sub string, f pcapFlags, in string, specs []*sad.SASpec, stdout io.Writer) error {
 	if sub == "decrypt" {
 		if f.seq != "" {
 			return usagef("--seq is for pcap encrypt (decrypt takes the numbers from the packets)")
 		}
-		return pcapDecrypt(specs, pos[0], f.out, f.json, stdout)
+		return pcapDecrypt(specs, in, f.out, f.json, stdout)
 	}
 	if f.out == "" {
 		return usagef("pcap encrypt needs -w OUT.pcap")
@@ -135,12 +165,12 @@ func runPcap(args []string, stdout, stderr io.Writer) error {
 		}
 		for i, s := range specs {
 			if !s.ESN && n > 1<<32-1 {
-				return usagef("--seq %d is above 2^32-1 but --sa #%d has no 'flag esn'", n, i+1)
+				return usagef("--seq %d is above 2^32-1 but SA #%d (counting --sa, then --sa-file lines) has no 'flag esn'", n, i+1)
 			}
 			s.OutSeq = n - 1
 		}
 	}
-	return pcapEncrypt(specs, pos[0], f.out, stdout)
+	return pcapEncrypt(specs, in, f.out, stdout)
 }
 
 // parseSASpecs parses each --sa argument. Errors name the argument's

@@ -153,3 +153,47 @@ func TestPcapBadInputIsOneLineWithoutKeys(t *testing.T) {
 		t.Errorf("missing file: exit %d %q", code, errOut)
 	}
 }
+
+// TestPcapSAFile: --sa-file (a 0600 file, or stdin with -) gives the same
+// SAs as --sa without a warning; --sa warns once on stderr, after the work;
+// a file others can read is refused with one line saying chmod 600.
+func TestPcapSAFile(t *testing.T) {
+	dir := t.TempDir()
+	in, enc := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "enc.pcap")
+	writeFrames(t, in, eth(0x0800, udp4([4]byte{192, 0, 2, 1}, [4]byte{192, 0, 2, 2}, "transport")),
+		eth(0x0800, udp4([4]byte{198, 51, 100, 1}, [4]byte{198, 51, 100, 2}, "tunnel")))
+	keys := filepath.Join(dir, "a.keys")
+	body := "# the SAs, in --sa order\nip xfrm state add " + saTrans4 + "\n" + saGCM4in6 + "\n"
+	if err := os.WriteFile(keys, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, viaFile, errOut := runCLI(t, "pcap", "encrypt", "--sa-file", keys, in, "-w", enc)
+	if code != 0 || errOut != "" || !strings.Contains(viaFile, "0 encrypted spi=0x00001001") || !strings.Contains(viaFile, "1 encrypted spi=0x00001000") {
+		t.Fatalf("encrypt --sa-file: exit %d stdout %q stderr %q", code, viaFile, errOut)
+	}
+	code, viaArgv, errOut := runCLI(t, "pcap", "encrypt", "--sa", saTrans4, "--sa", saGCM4in6, in, "-w", enc)
+	if code != 0 || viaArgv != viaFile {
+		t.Fatalf("encrypt --sa: exit %d, output differs from --sa-file:\n%s\n%s", code, viaArgv, viaFile)
+	}
+	if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "warning") || !strings.Contains(errOut, "--sa-file") {
+		t.Errorf("encrypt --sa: stderr %q, want one warning line", errOut)
+	}
+
+	saStdin = strings.NewReader(body)
+	defer func() { saStdin = os.Stdin }()
+	code, out, errOut := runCLI(t, "pcap", "decrypt", "--sa-file", "-", enc)
+	if code != 0 || errOut != "" || !strings.Contains(out, "# 2 packets: ok 2") {
+		t.Fatalf("decrypt --sa-file -: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+
+	os.Chmod(keys, 0o640)
+	code, out, errOut = runCLI(t, "pcap", "decrypt", "--sa-file", keys, enc)
+	if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "chmod 600 "+keys) || strings.Contains(errOut, "0102030405") {
+		t.Fatalf("decrypt --sa-file of a 0640 file: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+	// A failing run with keys on argv is its one error line, no warning.
+	code, _, errOut = runCLI(t, "pcap", "decrypt", "--sa", saTrans4, filepath.Join(dir, "missing.pcap"))
+	if code != 1 || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("failed decrypt --sa: exit %d stderr %q, want one line", code, errOut)
+	}
+}
