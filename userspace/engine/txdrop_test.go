@@ -87,3 +87,39 @@ func TestTxDropReturnsFramesOfEveryLink(t *testing.T) {
 	}
 	t.Logf("posted %d, transmitted %d, tx-dropped %d; second link's frames %v", posted, sent, dropped, c)
 }
+
+// TestCopyToLinkFitsEveryFrame: a packet sent over a link other than the
+// primary is encrypted in a primary frame, where it may have grown into the
+// headroom, and then copied into a frame of the other link. Up to a whole
+// frame must fit (the copy used to start PacketHeadroom into the frame:
+// anything over 1792 bytes panicked, slicing past the frame's end).
+func TestCopyToLinkFitsEveryFrame(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.NewVethPair(t)
+	var s *afxdp.Socket
+	if err := p.A.Do(func() error {
+		var err error
+		s, err = afxdp.Open(afxdp.Config{Ifindex: p.IndexA, Mode: afxdp.BindCopy, FrameCount: 64,
+			RxRingSize: 32, TxRingSize: 32, FillRingSize: 32, CompletionRingSize: 32, Accounting: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, n := range []int{60, 1500, afxdp.DefaultFrameSize - afxdp.PacketHeadroom, afxdp.DefaultFrameSize - afxdp.PacketHeadroom + 1, 1914, afxdp.DefaultFrameSize} {
+		f := make([]byte, n)
+		for i := range f {
+			f[i] = byte(i * 7)
+		}
+		d, ok := copyToLink(s, f)
+		if !ok {
+			t.Fatalf("%d bytes: no free frame", n)
+		}
+		if got := s.Packet(d); int(d.Len) != n || string(got) != string(f) {
+			t.Errorf("%d bytes: copy holds %d bytes, equal %v", n, len(got), string(got) == string(f))
+		}
+		if _, err := s.Transmit([]afxdp.Desc{d}); err != nil {
+			t.Errorf("%d bytes: the copy is not a valid tx descriptor: %v", n, err)
+		}
+	}
+}

@@ -832,18 +832,13 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 	out := afxdp.Desc{Addr: base + uint64(off-ethLen), Len: uint32(n + ethLen)}
 	if li != w.primary {
 		// Another link: copy into one of its frames (multi-link hosts only).
-		o := w.socks[li]
-		var nd [1]afxdp.Desc
-		if o.Alloc(nd[:]) == 0 {
+		nd, ok := copyToLink(w.socks[li], fr[off-ethLen:off+n])
+		w.recycle(d)
+		if !ok {
 			c.c[OutTxDropped].Add(1)
-			w.recycle(d)
 			return
 		}
-		dst := o.Packet(afxdp.Desc{Addr: nd[0].Addr, Len: out.Len})
-		copy(dst, fr[off-ethLen:off+n])
-		nd[0].Len = out.Len
-		out = nd[0]
-		w.recycle(d)
+		out = nd
 	}
 	w.tx[li] = append(w.tx[li], out)
 	if len(w.tx[li]) == cap(w.tx[li]) {
@@ -873,6 +868,26 @@ func (w *worker) oversize(pkt []byte) {
 		return
 	}
 	w.tooBig(pkt, MaxTUNMTU)
+}
+
+// copyToLink copies the frame f (Ethernet header on) into a frame of
+// socket o and returns its descriptor, or false when o has no free frame.
+// f was built in a frame of the same size and may have grown into its
+// headroom, so it is placed earlier than Alloc's offset when it must be.
+func copyToLink(o *afxdp.Socket, f []byte) (afxdp.Desc, bool) {
+	var nd [1]afxdp.Desc
+	if o.Alloc(nd[:]) == 0 {
+		return afxdp.Desc{}, false
+	}
+	d := afxdp.Desc{Addr: nd[0].Addr, Len: uint32(len(f))}
+	if fr := o.Frame(d.Addr); len(f) > len(fr) {
+		o.Release(nd[:]) // cannot happen: f came from a frame of this size
+		return afxdp.Desc{}, false
+	} else if room := len(fr) - o.Headroom(d); len(f) > room {
+		d.Addr -= uint64(len(f) - room)
+	}
+	copy(o.Packet(d), f)
+	return d, true
 }
 
 // tooBig answers a packet that does not fit the tunnel with an ICMP error
