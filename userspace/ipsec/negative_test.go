@@ -273,6 +273,11 @@ func TestNewSAErrors(t *testing.T) {
 		{func(p *SAParams) { p.ReplayWindow = 1 << 20 }, "too large"},
 		{func(p *SAParams) { p.OutSeq = 1 << 40 }, "need flag esn"},
 		{func(p *SAParams) { p.AEAD = AlgorithmKey{}; p.Enc = AlgorithmKey{Name: "ecb(cipher_null)"} }, "needs auth-trunc"},
+		{func(p *SAParams) { p.AEAD = AlgorithmKey{}; p.Enc = AlgorithmKey{Name: "cbc(aes)", Key: key(16, 1)} }, "enc cbc(aes) needs auth-trunc"},
+		{func(p *SAParams) {
+			p.AEAD = AlgorithmKey{}
+			p.Enc = AlgorithmKey{Name: "rfc3686(ctr(aes))", Key: key(20, 1)}
+		}, "without integrity"},
 	} {
 		p := base
 		c.edit(&p)

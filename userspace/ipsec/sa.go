@@ -76,9 +76,9 @@ type SAParams struct {
 	Src, Dst netip.Addr
 
 	// AEAD (ESP only) excludes Enc and Auth. ESP without AEAD needs Enc
-	// (ecb(cipher_null) for integrity only) and Auth unless Enc is a real
-	// cipher (confidentiality-only ESP is allowed but weak). AH takes Auth
-	// only.
+	// (ecb(cipher_null) for integrity only) and Auth: encryption-only ESP
+	// is refused (it is malleable, and CBC in tunnel mode is decryptable
+	// by an active attacker). AH takes Auth only.
 	AEAD AlgorithmKey
 	Enc  AlgorithmKey
 	Auth AlgorithmKey

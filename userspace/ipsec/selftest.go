@@ -81,7 +81,7 @@ func selfTestSA(p SAParams) (*SA, error) {
 		p.Mode = ModeTunnel
 	}
 	p.Proto = ProtoESP
-	return NewSA(p)
+	return newSA(p, true)
 }
 
 // openESP runs the SA's ESP verification and decryption (espOpen, the

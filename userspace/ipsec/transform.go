@@ -105,9 +105,14 @@ type ivSetter interface{ SetIV([]byte) }
 
 // NewSA validates p against the algorithm table and returns the SA. Errors
 // name the offending field and what is allowed, and never contain key bytes.
-func NewSA(p SAParams) (*SA, error) {
+func NewSA(p SAParams) (*SA, error) { return newSA(p, false) }
+
+// newSA is NewSA; encOnly admits encryption-only ESP, which only the
+// self-test uses (RFC 3602's published vectors are encryption-only
+// packets).
+func newSA(p SAParams, encOnly bool) (*SA, error) {
 	sa := &SA{p: p}
-	if err := sa.init(); err != nil {
+	if err := sa.init(encOnly); err != nil {
 		return nil, fmt.Errorf("SA spi %#x: %w", p.SPI, err)
 	}
 	sa.p.AEAD.Key, sa.p.Enc.Key, sa.p.Auth.Key = nil, nil, nil
@@ -153,7 +158,7 @@ func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 	return sa, nil
 }
 
-func (sa *SA) init() error {
+func (sa *SA) init(encOnly bool) error {
 	p := &sa.p
 	switch p.Proto {
 	case ProtoESP, ProtoAH:
@@ -235,6 +240,13 @@ func (sa *SA) init() error {
 	}
 	if p.Proto == ProtoESP && sa.suite == suiteNone && !hasAuth {
 		return errors.New("esp with ecb(cipher_null) needs auth-trunc (no protection at all otherwise)")
+	}
+	if p.Proto == ProtoESP && hasEnc && !hasAuth && !encOnly {
+		// Encryption-only ESP: an active attacker flips plaintext bits
+		// (CTR) or, with CBC in tunnel mode, recovers plaintext through the
+		// receiver's reaction to altered inner headers (Paterson and Yau
+		// 2006; Degabriele and Paterson 2007). RFC 8221 §5 discourages it.
+		return fmt.Errorf("esp with enc %s needs auth-trunc: encryption without integrity lets an attacker alter and, with CBC, decrypt traffic; add auth-trunc or use an aead", p.Enc.Name)
 	}
 	if p.Proto == ProtoAH {
 		align := 4

@@ -97,6 +97,8 @@ type SASpec struct {
 	Dir     string
 	Offload *Offload
 	// TFCPad is `tfcpad LENGTH` (traffic flow confidentiality padding).
+	// ParseSA refuses a non-zero value: the transforms do not pad, and a
+	// spec must not promise what the datapath does not do.
 	TFCPad uint32
 	// Seq is `seq SEQ` (the netlink sequence of an acquire), kept only.
 	Seq uint32
@@ -360,6 +362,8 @@ func (s *SASpec) validate(needAlgorithms bool) error {
 		return whole("encap espinudp applies to proto esp only (RFC 3948 does not encapsulate AH)")
 	case !s.ESN && (s.InSeq > 0xffffffff || s.OutSeq > 0xffffffff):
 		return whole("replay-seq-hi and replay-oseq-hi need flag esn")
+	case s.TFCPad != 0:
+		return whole("tfcpad: xdpsec does not add TFC padding (RFC 4303 §2.7) and would send packets unpadded; remove tfcpad")
 	}
 	if s.Limits.SoftPackets != 0 && s.Limits.HardPackets != 0 && s.Limits.SoftPackets > s.Limits.HardPackets ||
 		s.Limits.SoftBytes != 0 && s.Limits.HardBytes != 0 && s.Limits.SoftBytes > s.Limits.HardBytes ||
@@ -377,6 +381,9 @@ func (s *SASpec) validate(needAlgorithms bool) error {
 	case s.Proto == ipsec.ProtoESP && s.Enc.Name == "ecb(cipher_null)" && !hasAuth:
 		return whole("enc ecb(cipher_null) without auth-trunc would protect nothing; add auth-trunc NAME KEY BITS (%s)",
 			strings.Join(ipsec.AlgorithmNames(ipsec.KindIntegrity), ", "))
+	case s.Proto == ipsec.ProtoESP && hasEnc && !hasAuth:
+		return whole("enc %s without auth-trunc is encryption without integrity, which an active attacker can alter and, with CBC, decrypt; add auth-trunc NAME KEY BITS (%s) or use aead",
+			s.Enc.Name, strings.Join(ipsec.AlgorithmNames(ipsec.KindIntegrity), ", "))
 	case s.Proto == ipsec.ProtoAH && !hasAuth:
 		return whole("proto ah needs auth-trunc NAME KEY BITS (%s)", strings.Join(ipsec.AlgorithmNames(ipsec.KindIntegrity), ", "))
 	}

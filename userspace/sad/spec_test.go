@@ -96,12 +96,12 @@ func TestParseSAGood(t *testing.T) {
 			}},
 		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x300 mode tunnel aead rfc7539esp(chacha20,poly1305) " + cc20 + " 128 " +
 			"encap espinudp 4500 4500 0.0.0.0 limit byte-soft 1000 byte-hard 2000 limit packet-hard 10 limit time-soft 60 time-use-hard 120 " +
-			"replay-window 4096 if_id 7 mark 0x10 mask 0xff output-mark 5 dir out tfcpad 128 seq 9",
+			"replay-window 4096 if_id 7 mark 0x10 mask 0xff output-mark 5 dir out seq 9",
 			func(t *testing.T, s *SASpec) {
 				wantL := Limits{Lifetime: ipsec.Lifetime{SoftBytes: 1000, HardBytes: 2000, HardPackets: 10}, TimeSoft: time.Minute, TimeUseHard: 2 * time.Minute}
 				if s.Encap == nil || *s.Encap != (Encap{"espinudp", 4500, 4500, netip.MustParseAddr("0.0.0.0")}) ||
 					s.Limits != wantL || s.ReplayWindow != 4096 || s.IfID != 7 || *s.Mark != (Mark{0x10, 0xff}) ||
-					*s.OutputMark != (Mark{5, 0xffffffff}) || s.Dir != "out" || s.TFCPad != 128 || s.Seq != 9 {
+					*s.OutputMark != (Mark{5, 0xffffffff}) || s.Dir != "out" || s.Seq != 9 {
 					t.Errorf("got %+v encap %+v", s, s.Encap)
 				}
 			}},
@@ -198,6 +198,9 @@ func TestParseSABad(t *testing.T) {
 		{base + "enc cbc(aes) " + aes128 + gcm, "aead is a combined algorithm"},
 		{base + "enc cbc(aes) 0x0011", "takes a key of 128 or 192 or 256 bits, got 16 bits"},
 		{base + "enc ecb(cipher_null) \"\"", "would protect nothing"},
+		{base + "enc cbc(aes) " + aes128, "enc cbc(aes) without auth-trunc is encryption without integrity"},
+		{base + "enc rfc3686(ctr(aes)) 0x" + strings.Repeat("11", 20), "enc rfc3686(ctr(aes)) without auth-trunc"},
+		{base + gcm + " tfcpad 128", "xdpsec does not add TFC padding"},
 		{base + "enc cbc(aes) " + aes128 + " auth hmac(sha256) " + sha256, "auth hmac(sha256) means 96-bit truncation in Linux, which RFC 4868 does not allow; write auth-trunc 'hmac(sha256)' KEY 128"},
 		{base + "enc cbc(aes) " + aes128 + " auth-trunc hmac(sha256) " + sha256 + " 96", "allows an ICV of 128 bits, got 96"},
 		{base + "enc cbc(aes) " + aes128 + " auth-trunc hmac(sha1) " + sha1 + " 96 auth hmac(sha1) " + sha1, "auth/auth-trunc given twice"},
