@@ -171,7 +171,9 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 		if err := applyOffload(e, nc, *cfgPath, false, log); err != nil {
 			return engine.ReloadSummary{}, err
 		}
-		return e.Reload(nc.SAs, nc.Policies)
+		sum, err := e.Reload(nc.SAs, nc.Policies)
+		warnOutsideParameters(e, log)
+		return sum, err
 	}
 	serveEngine(srv, e, reload)
 	serveCapture(srv, drops)
@@ -270,6 +272,37 @@ func applyOffload(e *engine.Engine, fc *engine.FileConfig, path string, atStart 
 	}
 	log.Info("offload parameters set from "+path, "offload", strings.Join(fc.Offload, " "), "changed", strings.Join(changed, " "))
 	return nil
+}
+
+// warnOutsideParameters logs each installed SA the current offload view no
+// longer allows. Such an SA stays installed (as after a runtime caps set):
+// a class switched off is passed to the kernel by the XDP program, but an
+// algorithm switched off only refuses new SAs, so the operator is told.
+func warnOutsideParameters(e *engine.Engine, log *slog.Logger) {
+	h := e.Capabilities()
+	if h == nil {
+		return
+	}
+	st, err := e.Stats()
+	if err != nil {
+		return
+	}
+	inbound := map[string]bool{}
+	for _, s := range st.SAs {
+		inbound[s.Key] = s.Dir == "in"
+	}
+	state := h.State()
+	for _, a := range e.SAD().List() {
+		k := a.Key().String()
+		dir := capabilities.SAOutbound
+		if inbound[k] {
+			dir = capabilities.SAInbound
+		}
+		p := a.Spec().Params()
+		if err := state.Allows(&p, dir); err != nil {
+			log.Warn("installed SA outside the offload parameters (it stays until deleted or rekeyed)", "sa", k, "why", err.Error())
+		}
+	}
 }
 
 // serveEngine registers the engine's ops on the control socket.

@@ -200,4 +200,29 @@ func TestRunOffloadFromConfig(t *testing.T) {
 	if got := seq(); got != before+1 {
 		t.Fatalf("a reload without parameter changes moved the change sequence %d -> %d", before+1, got)
 	}
+	// A reload that switches off the algorithm of an installed SA keeps
+	// the SA and says so in the log.
+	body, err = os.ReadFile(conf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf.Path, append(body, "offload rfc4106(gcm(aes))=off\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded(3)
+	if got := seq(); got != before+2 {
+		t.Errorf("change sequence after the third reload %d, want %d", got, before+2)
+	}
+	var warned string
+	for _, l := range strings.Split(d.Stderr(), "\n") {
+		if strings.Contains(l, "installed SA outside the offload parameters") {
+			warned += l + "\n"
+		}
+	}
+	if !strings.Contains(warned, "esp spi 0x00003001") || !strings.Contains(warned, "rfc4106(gcm(aes))") || strings.Contains(warned, "0x00003002") {
+		t.Errorf("warnings after switching GCM off name %q, want the GCM SA 0x3001 only", warned)
+	}
+	if list := d.MustCLI("sa", "list"); !strings.Contains(list, "spi 0x00003001") {
+		t.Errorf("the GCM SA was removed by the reload:\n%s", list)
+	}
 }
