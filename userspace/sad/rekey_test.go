@@ -2,6 +2,7 @@ package sad
 
 import (
 	"encoding/binary"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -172,5 +173,45 @@ func TestSpecPrintsNoKey(t *testing.T) {
 		if !strings.Contains(out, "key 160 bits") {
 			t.Fatalf("spec output %q does not say what the key is", out)
 		}
+	}
+}
+
+// TestKeyReuse: a second SA on the same counter-mode key is reported,
+// naming the SAs and not the key; other keys, CBC keys and the SA's own
+// entry (an update) are not.
+func TestKeyReuse(t *testing.T) {
+	d := NewSAD(Config{})
+	if _, err := d.Add(mustSA(t, gcmSpec(0x2400, ""))); err != nil {
+		t.Fatal(err)
+	}
+	same := mustSA(t, gcmSpec(0x2401, ""))
+	err := d.KeyReuse(same)
+	if !errors.Is(err, ErrKeyReuse) || !strings.Contains(err.Error(), "spi 0x00002400") || strings.Contains(err.Error(), gcm128[2:10]) {
+		t.Fatalf("same key on a second SA: %v", err)
+	}
+	if err := d.KeyReuse(mustSA(t, gcmSpec(0x2400, "limit packet-soft 10"))); err != nil {
+		t.Fatalf("the SA's own update: %v", err)
+	}
+	other := mustSA(t, strings.Replace(gcmSpec(0x2402, ""), gcm128, "0x"+strings.Repeat("5a", 20), 1))
+	if err := d.KeyReuse(other); err != nil {
+		t.Fatalf("another key: %v", err)
+	}
+	// The same bytes as a CTR key are reuse too; as a CBC key (random IVs) not.
+	const k20 = "0x0102030405060708090a0b0c0d0e0f1011121314"
+	ctr := "src 192.0.2.1 dst 192.0.2.2 proto esp spi %#x mode tunnel enc rfc3686(ctr(aes)) " + k20 +
+		" auth-trunc hmac(sha256) 0x" + strings.Repeat("77", 32) + " 128"
+	if _, err := d.Add(mustSA(t, fmt.Sprintf(ctr, 0x2403))); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.KeyReuse(mustSA(t, fmt.Sprintf(ctr, 0x2404))); !errors.Is(err, ErrKeyReuse) {
+		t.Fatalf("same CTR key: %v", err)
+	}
+	cbc := "src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x2405 mode tunnel enc cbc(aes) 0x" + strings.Repeat("66", 16) +
+		" auth-trunc hmac(sha256) 0x" + strings.Repeat("77", 32) + " 128"
+	if _, err := d.Add(mustSA(t, cbc)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.KeyReuse(mustSA(t, strings.Replace(cbc, "0x2405", "0x2406", 1))); err != nil {
+		t.Fatalf("same CBC key: %v", err)
 	}
 }
