@@ -43,6 +43,7 @@ Run inside a network namespace with 'nsenter --net=/run/netns/NAME xdpsec ...':
 
 Examples:
   xdpsec attach --link eth0
+  xdpsec attach --link eth0 --force --pin-root /sys/fs/bpf/xdpsec-ns1   # replace a foreign XDP program
   xdpsec attach --link eth0 --mode generic --nat-t-port 4501 \
       --sa "src 198.51.100.2 dst 198.51.100.1 proto esp spi 0x1001 encap espinudp 4500 4500 0.0.0.0"`,
 		run: runAttach,

@@ -61,6 +61,8 @@ Examples:
   xdpsec caps --link eth0 --view current -j
   xdpsec caps --view hardware --format ndis-v2
   xdpsec caps --watch -j
+  xdpsec caps --watch --count 1 --socket /run/xdpsec-b/control.sock
+  xdpsec caps --local --link eth1 --probe-native   # a link no daemon uses; tries driver-mode XDP
   xdpsec caps set IPsecV2=esp 'rfc7539esp(chacha20,poly1305)=off'`
 
 func init() {

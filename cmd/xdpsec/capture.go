@@ -45,7 +45,7 @@ decryption; the outer headers (addresses, SPI, sequence number) are intact.
 
 Examples:
   xdpsec capture --reason bad-icv,replay -w drops.pcap --duration 30s
-  xdpsec capture --reason all -w drops.pcap --count 10
+  xdpsec capture --reason all -w drops.pcap --count 10 --socket /run/xdpsec-b/control.sock
   tshark -r drops.pcap -T fields -e esp.spi -e esp.sequence`,
 		run: runCapture,
 	})
@@ -66,7 +66,7 @@ func captureFlags() captureOpts {
 	return captureOpts{
 		fs:       fs,
 		socket:   fs.String("socket", control.DefaultPath, "the daemon's control socket"),
-		reason:   fs.String("reason", "", "the drop reasons to capture, comma-separated, or `all` (required)"),
+		reason:   fs.String("reason", "", "the drop reasons to capture, comma-separated, or all (required)"),
 		out:      fs.String("w", "", "the pcap `file` to write (required; created with mode 0600)"),
 		count:    fs.Int("count", 0, "stop after this many packets (0: no limit)"),
 		duration: fs.Duration("duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)"),

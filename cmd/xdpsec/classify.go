@@ -37,6 +37,7 @@ Needs CAP_BPF and CAP_NET_ADMIN (to load the program), no link.
 
 Examples:
   xdpsec classify --pcap capture.pcap
+  xdpsec classify --pcap capture.pcap --off ah --nat-t-port 4501   # as with caps set IPsecV2=esp
   xdpsec classify --pcap capture.pcapng --json \
       --sa "src 198.51.100.2 dst 198.51.100.1 proto esp spi 0x1001"`,
 		run: runClassify,

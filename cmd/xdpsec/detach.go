@@ -19,7 +19,8 @@ pins under DIR/IF (default /sys/fs/bpf/xdpsec/IF). If IF is gone but its pins
 remain, the pins are removed. Packets of steered SAs go to the kernel again.
 
 Example:
-  xdpsec detach --link eth0`,
+  xdpsec detach --link eth0
+  xdpsec detach --link eth0 --pin-root /sys/fs/bpf/xdpsec-ns1`,
 		run: runDetach,
 	})
 	flagSets["detach"] = func() *flag.FlagSet { f, _ := detachFlags(); return f }

@@ -57,3 +57,30 @@ func TestParseInterspersed(t *testing.T) {
 		t.Fatal("unknown flag accepted")
 	}
 }
+
+// TestHelpExamplesUseEveryFlag: each flag a command has is shown in use in
+// one of its help's examples, so no flag is known by its one-line
+// description alone.
+func TestHelpExamplesUseEveryFlag(t *testing.T) {
+	for _, n := range commandNames() {
+		c := commands[n]
+		fs := c.flags()
+		if fs == nil {
+			continue
+		}
+		_, examples, ok := strings.Cut(c.usage, "Example")
+		if !ok {
+			t.Errorf("%s: no examples", n)
+			continue
+		}
+		fs.VisitAll(func(f *flag.Flag) {
+			word := "--" + f.Name
+			if len(f.Name) == 1 {
+				word = "-" + f.Name
+			}
+			if !strings.Contains(examples, word+" ") && !strings.Contains(examples, word+"\n") && !strings.HasSuffix(examples, word) {
+				t.Errorf("xdpsec %s: no example uses %s", n, word)
+			}
+		})
+	}
+}

@@ -22,7 +22,8 @@ DISCARD, 'action allow' without tmpl is BYPASS.
 Examples:
   xdpsec policy add src 198.51.100.1/32 dst 198.51.100.2/32 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp mode tunnel
   xdpsec policy del src 198.51.100.1/32 dst 198.51.100.2/32 dir out
-  xdpsec policy list`,
+  xdpsec policy list
+  xdpsec policy list -j --socket /run/xdpsec-b/control.sock`,
 		run: runPolicy,
 	})
 	flagSets["policy"] = func() *flag.FlagSet { fs, _, _ := clientFlags("policy"); return fs }

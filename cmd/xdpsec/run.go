@@ -77,7 +77,9 @@ line per packet, never key bytes). See docs/OPERATIONS.md.
 
 Examples:
   xdpsec run --config examples/tunnel-a.conf
-  xdpsec run --config /etc/xdpsec/xdpsec.conf --metrics 127.0.0.1:9470 --log-format json`,
+  xdpsec run --config /etc/xdpsec/xdpsec.conf --metrics 127.0.0.1:9470 --log-format json
+  xdpsec run --config b.conf --socket /run/xdpsec-b/control.sock --log-level debug --pprof 127.0.0.1:6060
+  xdpsec run --config /etc/xdpsec/xdpsec.conf --metrics 192.0.2.1:9470 --metrics-allow-remote`,
 		run: runDaemon,
 	})
 	flagSets["run"] = func() *flag.FlagSet { fs, _, _, _ := runFlags(); return fs }
@@ -86,7 +88,7 @@ Examples:
 func runFlags() (*flag.FlagSet, *string, *string, *observeFlags) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg := fs.String("config", "", "the config file (SAs, policies, links; see examples/README.md)")
-	socket := fs.String("socket", "", "the control socket (default: the config's `control` line, else "+control.DefaultPath+")")
+	socket := fs.String("socket", "", "the control socket (default: the config's 'control' line, else "+control.DefaultPath+")")
 	return fs, cfg, socket, addObserveFlags(fs)
 }
 

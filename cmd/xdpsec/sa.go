@@ -41,7 +41,7 @@ Examples:
   xdpsec sa update --file /etc/xdpsec/rekey.sas
   xdpsec sa get src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001
   xdpsec sa del src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001
-  xdpsec sa list -j`,
+  xdpsec sa list -j --socket /run/xdpsec-b/control.sock`,
 		run: runSA,
 	})
 	flagSets["sa"] = func() *flag.FlagSet { fs, _, _, _ := saFlags(); return fs }
@@ -121,9 +121,12 @@ func runSA(args []string, stdout, stderr io.Writer) error {
 		if sub == "update" {
 			op = opSAUpdate
 		}
-		if len(words) == 1 && words[0] == "-" && *file == "" {
+		if len(words) > 0 && words[0] == "-" {
+			if *file != "" {
+				return usagef("sa %s reads its SAs from '-' (stdin) or from --file, not both", sub)
+			}
 			*file = "-"
-			words = nil
+			words = words[1:]
 		}
 		if *file != "" {
 			if len(words) > 0 {

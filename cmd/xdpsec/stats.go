@@ -29,7 +29,8 @@ Examples:
   xdpsec stats
   xdpsec stats -j
   xdpsec stats --watch --interval 2s
-  xdpsec stats --watch -j --samples 10`,
+  xdpsec stats --watch -j --samples 10
+  xdpsec stats --socket /run/xdpsec-b/control.sock`,
 		run: runStats,
 	})
 	flagSets["stats"] = func() *flag.FlagSet { fs, _, _ := clientFlags("stats"); addWatchFlags(fs); return fs }
@@ -47,6 +48,15 @@ func runStats(args []string, stdout, stderr io.Writer) error {
 	}
 	if *wo.watch {
 		return runStatsWatch(*socket, wo, *asJSON, stdout)
+	}
+	var watchOnly string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "interval" || f.Name == "samples" {
+			watchOnly = f.Name
+		}
+	})
+	if watchOnly != "" {
+		return usagef("--%s only applies to --watch (add --watch, or drop --%s)", watchOnly, watchOnly)
 	}
 	var st engine.Stats
 	if err := callDaemon(*socket, opStats, nil, &st); err != nil {

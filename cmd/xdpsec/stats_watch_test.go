@@ -96,6 +96,10 @@ func TestWatchAndCaptureBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"stats", "--watch", "--interval", "1ms", "--socket", "/nonexistent/x.sock"}, "--interval 1ms is too short"},
+		{[]string{"stats", "--samples", "3", "--socket", "/nonexistent/x.sock"}, "--samples only applies to --watch"},
+		{[]string{"stats", "--interval", "5s", "--socket", "/nonexistent/x.sock"}, "--interval only applies to --watch"},
+		{[]string{"sa", "list", "--file", "x.sas"}, "--file only applies to sa add and sa update"},
+		{[]string{"sa", "add", "-", "src", "192.0.2.1"}, "from --file or from the command line, not both"},
 		{[]string{"capture", "-w", "x.pcap"}, "--reason is required"},
 		{[]string{"capture", "--reason", "bogus", "-w", "x.pcap"}, "--reason:"},
 		{[]string{"capture", "--reason", "replay"}, "-w FILE.pcap is required"},

@@ -33,7 +33,8 @@ keyed by reason name, SPIs are "0x%08x" strings.
 
 Examples:
   xdpsec status
-  xdpsec status --link eth0 -j`,
+  xdpsec status --link eth0 -j
+  xdpsec status --pin-root /sys/fs/bpf/xdpsec-ns1`,
 		run: runStatus,
 	})
 	flagSets["status"] = func() *flag.FlagSet { f, _, _ := statusFlags(); return f }
