@@ -531,6 +531,9 @@ func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh u
 		frame[rOff+o.ProtoOff] = nh
 		rN = hl + payN
 		setIPLength(frame[rOff:], rN)
+		if sa.udp {
+			fixL4Checksum(frame[rOff:rOff+rN], hl, nh)
+		}
 	}
 	if !sa.countIn(bs, payN) {
 		r.Verdict = VerdictExpired
@@ -575,4 +578,40 @@ func innerLen(p []byte) int {
 		}
 	}
 	return 0
+}
+
+// fixL4Checksum recomputes the TCP or UDP checksum of the transport-mode
+// packet p (IP header of hl bytes, then the segment of protocol nh) over
+// the addresses p now carries. A UDP-encapsulated transport-mode packet
+// crossed a NAT that rewrote the outer addresses, which are the packet's
+// own, while the checksum inside ESP still covers the sender's (RFC 3948
+// §3.1.2): the kernel would drop every such segment. The segment is
+// authenticated, so recomputing loses nothing (Linux marks these packets
+// CHECKSUM_UNNECESSARY instead). A UDP checksum of 0 (none) is left as is.
+func fixL4Checksum(p []byte, hl int, nh uint8) {
+	seg := p[hl:]
+	var at int
+	switch {
+	case nh == protoTCP && len(seg) >= 20:
+		at = 16
+	case nh == protoUDP && len(seg) >= 8:
+		if seg[6] == 0 && seg[7] == 0 {
+			return
+		}
+		at = 6
+	default:
+		return
+	}
+	var s uint64
+	if p[0]>>4 == 4 {
+		s = sum16(p[12:20], uint64(nh)+uint64(len(seg)))
+	} else {
+		s = sum16(p[8:40], uint64(nh)+uint64(len(seg)))
+	}
+	seg[at], seg[at+1] = 0, 0
+	c := ^fold(sum16(seg, s))
+	if c == 0 && nh == protoUDP {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(seg[at:], c)
 }

@@ -129,7 +129,9 @@ type Result struct {
 	// Off and N bound the decapsulated IP packet inside the frame: the
 	// inner packet in tunnel mode; in transport mode the original IP
 	// header (protocol / next header and lengths restored, IPv4 checksum
-	// recomputed) followed by the payload.
+	// recomputed) followed by the payload, whose TCP/UDP checksum is
+	// recomputed for UDP-encapsulated SAs (a NAT rewrote the addresses it
+	// covers, RFC 3948 §3.1.2).
 	Off, N int
 	// PayloadOff and PayloadN bound what the next header sees: the inner IP
 	// packet in tunnel mode, the upper-layer segment in transport mode.
