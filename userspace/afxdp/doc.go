@@ -77,8 +77,24 @@
 // the tx side with sendto(MSG_DONTWAIT) and Receive kicks the fill side with
 // recvfrom(MSG_DONTWAIT). In copy mode the tx flag stays set (transmission
 // happens inside sendto), so every Transmit kicks; on a zero-copy driver the
-// flag is mostly clear and the hot path makes no syscall. Wait blocks in poll
+// flag is mostly clear and the hot path makes no syscall. A kick that fails
+// with EAGAIN, EBUSY, ENOBUFS or ENETDOWN means "busy, try again" (as libbpf
+// treats them); other errors are counted (Stats.KickErrors). A link without
+// carrier makes copy mode drop one descriptor per kick (EBUSY), so the tx
+// ring fills and Transmit posts less than asked: the caller keeps the rest
+// (Release them or retry after Complete). Wait blocks in poll
 // when there is nothing to do.
+//
+// # Frame size and multi-buffer
+//
+// Sockets are bound without XDP_USE_SG: one packet is one frame, and
+// Receive never sees a descriptor with XDP_PKT_CONTD. A packet longer than
+// a frame less its headroom (FrameSize - PacketHeadroom - Headroom) cannot
+// be redirected into the socket: the kernel drops it and counts it in
+// XDP_STATISTICS rx_dropped (Stats.RxDropped). Transmit refuses options
+// (ErrInvalidDesc), so a multi-buffer descriptor is never posted either.
+// The application sizes its packets to the frame (the engine caps its TUN
+// MTU so).
 //
 // # Concurrency
 //

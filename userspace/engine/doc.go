@@ -99,6 +99,19 @@
 //   - The XDP SA map's size is the kernel's max_entries of the map in use
 //     (a pinned map reused from an earlier run keeps its size): an inbound
 //     SA beyond it is refused (ErrSAMapFull), outbound SAs need no entry.
+//   - One packet is one AF_XDP frame of afxdp.DefaultFrameSize bytes (no
+//     multi-buffer): the TUN MTU is at most MaxTUNMTU (1664; Start caps a
+//     derived MTU and refuses a larger Config.MTU, and a packet over it, the
+//     MTU raised by hand, is answered with ICMP too-big naming it), and an
+//     inbound frame over 1792 bytes (afxdp.DefaultFrameSize -
+//     afxdp.PacketHeadroom) is dropped by the kernel before the engine sees
+//     it (socket rx_dropped; Start warns about such link MTUs). Over jumbo
+//     links, keep the peers' packets within it.
+//   - The TUN MTU follows neither link MTU changes nor SAs added later; a
+//     lower route MTU is still honoured per packet (ICMP too-big).
+//   - Only the first link with a socket (the primary) lends frames to TUN
+//     reads; a packet routed over another link is copied into a frame of
+//     that link's socket (multi-link hosts only).
 //   - The engine reads the Ethernet header itself (l3Offset: EtherType and
 //     up to two VLAN tags); every IP and IPsec header is read by ipsec and
 //     sad.
