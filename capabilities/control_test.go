@@ -31,7 +31,24 @@ func TestParseSettings(t *testing.T) {
 	if p.Algorithms["hmac(sha1)"] != SwitchOn || p.Algorithms["cbc(des)"] != SwitchOn {
 		t.Fatalf("update: %+v", p.Algorithms)
 	}
-	for _, bad := range [][]string{nil, {"IPsecV2"}, {"IPsecV2="}, {"IPsecV3=esp"}, {"IPsecV2=maybe"}, {"UdpEsp=ah"}, {"cbc(aes)=yes please"}, {"gcm(aes)=on"}} {
+	// The registry keywords: numbers count from 0 (disabled) as the
+	// registry does, one less than the OID; words are the same.
+	u, err = ParseSettings([]string{"*IPsecOffloadV2=2", "*ipsecoffloadv1ipv4=0", "*IPsecOffloadV2IPv4=ah-esp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Parameters{IPsecV1: NDIS_OFFLOAD_PARAMETERS_IPSECV1_DISABLED, IPsecV2: NDIS_OFFLOAD_PARAMETERS_IPSECV2_ESP_ENABLED,
+		IPsecV2IPv4: NDIS_OFFLOAD_PARAMETERS_IPSECV2_AH_AND_ESP_ENABLED}); !u.Equal(want) {
+		t.Fatalf("registry keywords: got %+v\nwant %+v", u, want)
+	}
+	if u, err = ParseSettings([]string{"*IPsecOffloadV2=3"}); err != nil || u.IPsecV2 != NDIS_OFFLOAD_PARAMETERS_IPSECV2_AH_AND_ESP_ENABLED {
+		t.Fatalf("*IPsecOffloadV2=3 (the registry default): %+v, %v", u, err)
+	}
+	if _, err := ParseSettings([]string{"*IPsecOffloadV2=4"}); !errors.Is(err, ErrBadParameter) || !strings.Contains(err.Error(), "the OID's minus one") {
+		t.Errorf("*IPsecOffloadV2=4: %v, want the registry range explained", err)
+	}
+	for _, bad := range [][]string{nil, {"IPsecV2"}, {"IPsecV2="}, {"IPsecV3=esp"}, {"IPsecV2=maybe"}, {"UdpEsp=ah"}, {"cbc(aes)=yes please"}, {"gcm(aes)=on"},
+		{"*IPsecOffloadV2=-1"}, {"*IPsecOffloadV3=1"}, {"*IPsecOffloadV2=maybe"}} {
 		_, err := ParseSettings(bad)
 		if !errors.Is(err, ErrBadParameter) {
 			t.Errorf("%q: %v, want ErrBadParameter", bad, err)

@@ -2,6 +2,7 @@ package capabilities
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/xdpsec/xdpsec/userspace/ipsec"
@@ -16,11 +17,47 @@ const (
 	SettingUdpEsp      = "UdpEsp"
 )
 
+// Registry keywords ParseSettings accepts for the three IPsec parameters,
+// as an NDIS driver's INF names them. Their numbers are the OID values
+// minus one: 0 disabled, 1 AH, 2 ESP, 3 AH and ESP.
+const (
+	KeywordIPsecOffloadV1IPv4 = "*IPsecOffloadV1IPv4"
+	KeywordIPsecOffloadV2     = "*IPsecOffloadV2"
+	KeywordIPsecOffloadV2IPv4 = "*IPsecOffloadV2IPv4"
+)
+
+// keywordParameter maps a registry keyword (lower case) to its parameter.
+var keywordParameter = map[string]string{
+	strings.ToLower(KeywordIPsecOffloadV1IPv4): SettingIPsecV1,
+	strings.ToLower(KeywordIPsecOffloadV2):     SettingIPsecV2,
+	strings.ToLower(KeywordIPsecOffloadV2IPv4): SettingIPsecV2IPv4,
+}
+
+// fromKeyword rewrites a registry keyword setting as its parameter: a
+// number is the registry's (0-3) and becomes the OID's (1-4); a word
+// (esp, ah-esp, an NDIS name) means what it means for the parameter.
+func fromKeyword(name, value string) (string, string, error) {
+	param, ok := keywordParameter[strings.ToLower(name)]
+	if !ok {
+		return name, value, nil
+	}
+	if n, err := strconv.Atoi(value); err == nil {
+		if n < 0 || n > 3 {
+			return "", "", fmt.Errorf("setting %s=%s: registry values are 0 disabled, 1 AH, 2 ESP, 3 AH and ESP (the OID's minus one): %w", name, value, ErrBadParameter)
+		}
+		return param, strconv.Itoa(n + 1), nil
+	}
+	return param, value, nil
+}
+
 // ParseSettings reads `caps set` arguments, each PARAM=VALUE, into an
 // update for Parameters.Update / Hub.SetParameters:
 //
 //	IPsecV1=VALUE, IPsecV2=VALUE, IPsecV2IPv4=VALUE  (ParseIPsecParameter:
 //	    disabled, ah, esp, ah-esp, no-change, 0-4 or an NDIS name)
+//	*IPsecOffloadV1IPv4, *IPsecOffloadV2, *IPsecOffloadV2IPv4=VALUE  (the
+//	    registry keywords of the three above: numbers 0-3 as the registry
+//	    counts them, one less than the OID; words as above)
 //	UdpEsp=on|off|no-change
 //	XFRM-NAME=on|off|no-change  (an algorithm of ipsec.Algorithms, e.g.
 //	    cbc(des)=on, rfc7539esp(chacha20,poly1305)=off)
@@ -37,6 +74,10 @@ func ParseSettings(args []string) (Parameters, error) {
 		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 		if !ok || name == "" || value == "" {
 			return Parameters{}, fmt.Errorf("setting %q: want PARAM=VALUE, e.g. IPsecV2=esp or cbc(des)=on: %w", arg, ErrBadParameter)
+		}
+		name, value, err := fromKeyword(name, value)
+		if err != nil {
+			return Parameters{}, err
 		}
 		switch strings.ToLower(name) {
 		case strings.ToLower(SettingIPsecV1), strings.ToLower(SettingIPsecV2), strings.ToLower(SettingIPsecV2IPv4):
@@ -60,7 +101,7 @@ func ParseSettings(args []string) (Parameters, error) {
 			u.UdpEsp = s
 		default:
 			if algorithm(name) == nil {
-				return Parameters{}, fmt.Errorf("setting %q: unknown parameter (want IPsecV1, IPsecV2, IPsecV2IPv4, UdpEsp or an algorithm: %s): %w",
+				return Parameters{}, fmt.Errorf("setting %q: unknown parameter (want IPsecV1, IPsecV2, IPsecV2IPv4, UdpEsp, a registry keyword *IPsecOffloadV1IPv4, *IPsecOffloadV2 or *IPsecOffloadV2IPv4, or an algorithm: %s): %w",
 					name, strings.Join(algorithmNames(), ", "), ErrBadParameter)
 			}
 			s, err := parseSwitch(value)

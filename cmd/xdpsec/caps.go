@@ -53,6 +53,10 @@ plus the config's 'offload PARAM=VALUE' lines again. To keep a setting,
 write it there (e.g. 'offload IPsecV2=esp'). caps set without a running
 daemon is an error. PARAM is one of
   IPsecV1, IPsecV2, IPsecV2IPv4   = disabled | ah | esp | ah-esp | no-change | 0-4 | NDIS name
+  *IPsecOffloadV1IPv4, *IPsecOffloadV2, *IPsecOffloadV2IPv4
+                                  = the registry keywords of the three above; their
+                                    numbers count as the registry's: 0 disabled, 1 ah,
+                                    2 esp, 3 ah-esp (quote them from the shell's glob)
   UdpEsp                          = on | off
   an XFRM algorithm name          = on | off   (DES, 3DES, MD5 and NULL are off until set on)
 
@@ -63,7 +67,8 @@ Examples:
   xdpsec caps --watch -j
   xdpsec caps --watch --count 1 --socket /run/xdpsec-b/control.sock
   xdpsec caps --local --link eth1 --probe-native   # a link no daemon uses; tries driver-mode XDP
-  xdpsec caps set IPsecV2=esp 'rfc7539esp(chacha20,poly1305)=off'`
+  xdpsec caps set IPsecV2=esp 'rfc7539esp(chacha20,poly1305)=off'
+  xdpsec caps set '*IPsecOffloadV2=2' -j   # the registry keyword: 2 = ESP`
 
 func init() {
 	register(&command{
@@ -326,6 +331,6 @@ func runCapsSet(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return capabilities.Render(stdout, ch.State, capabilities.ViewParameters, capabilities.FormatJSON)
 	}
-	fmt.Fprintf(stdout, "parameters set (change %d)\n", ch.Seq)
+	fmt.Fprintf(stdout, "parameters set (change %d); in memory until the daemon restarts or reloads: to keep them, add to its config: offload %s\n", ch.Seq, strings.Join(settings, " "))
 	return capabilities.Render(stdout, ch.State, capabilities.ViewParameters, capabilities.FormatTable)
 }

@@ -53,6 +53,12 @@ offload ipsecv2=ah-esp IPsecV2=esp
 		t.Errorf("ParameterChanges = %q", ch)
 	}
 
+	// The NDIS registry keyword, with the registry's numbers (2 = ESP).
+	kw := writeFile(t, dir, "kw.conf", "link xa0\noffload *IPsecOffloadV2=2\n", 0o644)
+	if fc, err := LoadConfig(kw); err != nil || fc.OffloadUpdate.IPsecV2 != capabilities.NDIS_OFFLOAD_PARAMETERS_IPSECV2_ESP_ENABLED {
+		t.Fatalf("offload *IPsecOffloadV2=2: %+v, %v", fc, err)
+	}
+
 	// Without offload lines: nothing asked, the update changes nothing.
 	plain := writeFile(t, dir, "plain.conf", "link xa0\n", 0o644)
 	if fc, err = LoadConfig(plain); err != nil || len(fc.Offload) != 0 {
