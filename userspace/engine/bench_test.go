@@ -596,8 +596,12 @@ func benchOutbound(b *testing.B, offload string) {
 	pin := benchBPFFS(b)
 	e := benchEngine(b, p.A, benchConfig(p.IfA, pin)+"tun-offload "+offload+"\n")
 	p.A.MustRun(b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	// Resolve B for the forward (the first packets must not wait on ARP).
+	// Resolve B for the forward (the first packets must not wait on ARP),
+	// and for good: B's XDP drop below also eats ARP, so a re-probe after
+	// the entry goes stale (a run longer than ~30 s on a loaded machine)
+	// would fail and turn the rest of the run into out-unreachable.
 	p.A.MustRun(b, "ping", "-c", "1", "-w", "2", p.IPv4B.String())
+	p.A.MustRun(b, "ip", "neigh", "replace", p.IPv4B.String(), "lladdr", p.MACB.String(), "nud", "permanent", "dev", p.IfA)
 	// B drops what A transmits: veth delivers XDP-redirected frames only to
 	// a peer with an XDP program, and the ESP packets have no taker in B.
 	drop, err := ebpf.NewProgram(&ebpf.ProgramSpec{
