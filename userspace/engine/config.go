@@ -21,6 +21,11 @@ import (
 // read by group or others.
 var ErrKeyFileMode = errors.New("key file readable by group or others")
 
+// ErrConfigWritable is wrapped by LoadConfig when a file it reads can be
+// written by group or others: whoever can write it decides what the daemon,
+// which runs as root, attaches to, routes and trusts.
+var ErrConfigWritable = errors.New("config file writable by group or others")
+
 // FileConfig is a daemon configuration file: the engine's Config plus the
 // lines only the daemon uses. See examples/README.md for the format.
 type FileConfig struct {
@@ -59,8 +64,9 @@ type FileConfig struct {
 //	ip xfrm policy add ...         (a policy, `ip xfrm policy` syntax)
 //
 // A file that holds SA lines (keys) must not be readable by group or others:
-// the error says "chmod 600 FILE". Errors name the file and line, and never
-// show key bytes.
+// the error says "chmod 600 FILE" (ErrKeyFileMode). No file read may be
+// writable by group or others (ErrConfigWritable, "chmod go-w FILE").
+// Errors name the file and line, and never show key bytes.
 func LoadConfig(path string) (*FileConfig, error) {
 	fc := &FileConfig{}
 	if err := fc.load(path, false); err != nil {
@@ -81,6 +87,9 @@ func (fc *FileConfig) load(path string, keysOnly bool) error {
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: %s has mode %04o: chmod go-w %s", ErrConfigWritable, path, st.Mode().Perm(), path)
 	}
 	fc.Files = append(fc.Files, path)
 	hasKeys := false

@@ -99,6 +99,27 @@ offload ipsecv2=ah-esp IPsecV2=esp
 	}
 }
 
+// TestLoadConfigRefusesWritable: a config or key file others can write is
+// refused, whatever it holds; one line saying chmod go-w.
+func TestLoadConfigRefusesWritable(t *testing.T) {
+	dir := t.TempDir()
+	for _, mode := range []os.FileMode{0o664, 0o646, 0o622} {
+		conf := writeFile(t, dir, "w.conf", "link xa0\n", mode)
+		_, err := LoadConfig(conf)
+		if !errors.Is(err, ErrConfigWritable) || !strings.Contains(err.Error(), "chmod go-w "+conf) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("config mode %04o: %v, want ErrConfigWritable saying chmod go-w", mode, err)
+		}
+	}
+	writeFile(t, dir, "w.keys", "# no SA yet\n", 0o620)
+	conf := writeFile(t, dir, "k.conf", "link xa0\nkeys w.keys\n", 0o644)
+	if _, err := LoadConfig(conf); !errors.Is(err, ErrConfigWritable) || !strings.Contains(err.Error(), "w.keys") {
+		t.Errorf("group-writable key file: %v", err)
+	}
+	if _, err := LoadConfig(writeFile(t, dir, "ok.conf", "link xa0\n", 0o644)); err != nil {
+		t.Errorf("a 0644 config without keys: %v", err)
+	}
+}
+
 func TestReadSAFile(t *testing.T) {
 	dir := t.TempDir()
 	const key = "0x5aa5c33cf00f1234567890abcdef00112233cafe"
