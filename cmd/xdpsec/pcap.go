@@ -127,7 +127,7 @@ func runPcap(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if f.saFile != "" {
-		lines, err := readSALines(f.saFile)
+		lines, err := readSALines(f.saFile, stderr)
 		if err != nil {
 			return err
 		}

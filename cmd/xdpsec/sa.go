@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdpsec/xdpsec/internal/control"
 	"github.com/xdpsec/xdpsec/userspace/engine"
 	"github.com/xdpsec/xdpsec/userspace/sad"
@@ -132,7 +134,7 @@ func runSA(args []string, stdout, stderr io.Writer) error {
 			if len(words) > 0 {
 				return usagef("sa %s takes the SAs from --file or from the command line, not both", sub)
 			}
-			lines, err := readSALines(*file)
+			lines, err := readSALines(*file, stderr)
 			if err != nil {
 				return err
 			}
@@ -217,13 +219,17 @@ func printSAs(w io.Writer, l []engine.SAStats) {
 // readSALines reads --file FILE, or stdin for "-". Stdin redirected from a
 // file others can read is refused as FILE would be: the keys are already
 // exposed there.
-func readSALines(file string) ([]engine.SALine, error) {
+// On a terminal, it first says how to end the input.
+func readSALines(file string, stderr io.Writer) ([]engine.SALine, error) {
 	if file != "-" {
 		return engine.ReadSAFile(file)
 	}
 	if f, ok := saStdin.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
 			return nil, fmt.Errorf("%w: stdin is a file with mode %04o: chmod 600 it, or pipe the SAs in", engine.ErrKeyFileMode, st.Mode().Perm())
+		}
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			fmt.Fprintln(stderr, "xdpsec: reading SAs from the terminal, one per line; end with Ctrl-D")
 		}
 	}
 	return engine.ReadSALines(saStdin, "stdin")

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdpsec/xdpsec/internal/testutil"
 	"github.com/xdpsec/xdpsec/internal/testutil/xdpsectest"
 )
@@ -210,5 +212,39 @@ func TestSAAddKeysOffArgv(t *testing.T) {
 	}
 	if n := strings.Count(all.String(), "<key 160 bits>"); n < 3 {
 		t.Errorf("sa get/list show %d redacted keys, want at least 3", n)
+	}
+}
+
+// TestSAAddFromTerminalSaysHowToEnd: `sa add -` on a terminal says how to
+// end the input, then reads it (a pseudo-terminal here; no daemon, so the
+// command ends with its one error line after the hint).
+func TestSAAddFromTerminalSaysHowToEnd(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("pty number: %v", err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pty: %v", err)
+	}
+	defer pts.Close()
+	saStdin = pts
+	defer func() { saStdin = os.Stdin }()
+	// A line, then Ctrl-D at the start of the next: end of input.
+	if _, err := ptmx.WriteString("src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x2001 mode tunnel aead rfc4106(gcm(aes)) 0x5aa5c33cf00f1234567890abcdef00112233cafe 128\n\x04"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "sa", "add", "-", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != 1 || out != "" || len(lines) != 2 || !strings.Contains(lines[0], "end with Ctrl-D") || !strings.Contains(lines[1], "no daemon at") {
+		t.Fatalf("exit %d stdout %q stderr %q, want the hint, then no daemon", code, out, errOut)
 	}
 }
