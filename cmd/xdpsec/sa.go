@@ -74,19 +74,20 @@ func clientFlags(name string) (*flag.FlagSet, *string, *bool) {
 // callDaemon makes one call on the daemon's control socket, with errors
 // that say what to do.
 func callDaemon(socket, op string, args, result any) error {
-	c, err := control.Dial(socket)
+	c, err := dialDaemon(socket)
 	if err != nil {
-		if errors.Is(err, control.ErrNoDaemon) {
-			return fmt.Errorf("no daemon at %s: start one with 'xdpsec run --config FILE' (or give --socket)", socket)
-		}
-		return fmt.Errorf("connect to the daemon at %s: %w", socket, err)
+		return err
 	}
 	defer c.Close()
+	return callOn(c, socket, op, args, result)
+}
+
+// callOn makes one call on c. A refusal by the daemon itself is its one
+// line without the op prefix (the op would only repeat what was typed).
+func callOn(c *control.Client, socket, op string, args, result any) error {
 	if err := c.Call(op, args, result); err != nil {
 		var re *control.RemoteError
 		if errors.As(err, &re) && re.Code == "" {
-			// The daemon refused the request itself: its one line says
-			// why; the op and socket would only repeat what was typed.
 			return &trimmedRemote{re, strings.TrimPrefix(re.Msg, op+": ")}
 		}
 		return daemonErr(socket, op, err)
@@ -239,32 +240,22 @@ func readSALines(file string, stderr io.Writer) ([]engine.SALine, error) {
 // first refusal stops the rest; the error names its line and how many
 // were done before it.
 func sendSALines(socket, op, sub string, lines []engine.SALine, stdout io.Writer) error {
-	c, err := control.Dial(socket)
+	c, err := dialDaemon(socket)
 	if err != nil {
-		if errors.Is(err, control.ErrNoDaemon) {
-			return fmt.Errorf("no daemon at %s: start one with 'xdpsec run --config FILE' (or give --socket)", socket)
-		}
-		return fmt.Errorf("connect to the daemon at %s: %w", socket, err)
+		return err
 	}
 	defer c.Close()
 	verb := strings.TrimSuffix(sub, "e") + "ed"
 	for i, l := range lines {
 		var key string
-		if err := c.Call(op, wordsArgs{Words: l.Words}, &key); err != nil {
-			var re *control.RemoteError
-			msg := ""
-			if errors.As(err, &re) && re.Code == "" {
-				msg = strings.TrimPrefix(re.Msg, op+": ")
-			} else {
-				msg = daemonErr(socket, op, err).Error()
-			}
+		if err := callOn(c, socket, op, wordsArgs{Words: l.Words}, &key); err != nil {
 			done := ""
 			if i > 0 {
 				done = fmt.Sprintf(" (the %d SA(s) before it were %s; the rest were not sent)", i, verb)
 			} else if len(lines) > 1 {
 				done = " (nothing was " + verb + ")"
 			}
-			return fmt.Errorf("%s: %s%s", l.Source, msg, done)
+			return fmt.Errorf("%s: %w%s", l.Source, err, done)
 		}
 		fmt.Fprintf(stdout, "SA %s %s\n", key, verb)
 	}
