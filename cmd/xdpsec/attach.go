@@ -81,7 +81,7 @@ func attachFlags() (*flag.FlagSet, *attachArgs) {
 	fs.StringVar(&a.mode, "mode", "auto", "XDP mode: auto (native, else generic), native (driver) or generic (skb)")
 	fs.BoolVar(&a.force, "force", false, "replace a foreign XDP program already on the link")
 	fs.Var(&a.natPorts, "nat-t-port", "extra UDP port carrying ESP-in-UDP besides 4500 (repeatable, at most "+strconv.Itoa(loader.MaxNATTPorts)+")")
-	fs.Var(&a.sas, "sa", "SA to steer, in 'ip xfrm state' syntax, one quoted word (repeatable)")
+	fs.Var(&a.sas, "sa", "SA to steer: its identity (src, dst, proto, spi; encap for NAT-T) in 'ip xfrm state' syntax, one quoted word, no keys needed (repeatable)")
 	return fs, a
 }
 
@@ -89,6 +89,19 @@ func attachFlags() (*flag.FlagSet, *attachArgs) {
 type steerSA struct {
 	key       loader.SAKey
 	encapPort uint16
+	// keyed: the spec carried key bytes, which steering never needs.
+	keyed bool
+}
+
+// warnKeyedSteerSAs says, after a successful run, that --sa values carried
+// keys the command does not need, where every local user could read them.
+func warnKeyedSteerSAs(stderr io.Writer, cmd string, sas []steerSA) {
+	for i, s := range sas {
+		if s.keyed {
+			fmt.Fprintf(stderr, "xdpsec %s: warning: --sa #%d carried keys, which %s does not need, on the command line where every local user can read them (ps, /proc/PID/cmdline): give only src, dst, proto and spi (and encap)\n", cmd, i+1, cmd)
+			return
+		}
+	}
 }
 
 // parseSteerSAs parses --sa values. The datapath and classify need only
@@ -106,7 +119,7 @@ func parseSteerSAs(specs []string) ([]steerSA, error) {
 		if err != nil {
 			return nil, usagef("--sa #%d: %v", i+1, err)
 		}
-		e := steerSA{key: loader.SAKey{SPI: spec.SPI, Dst: spec.Dst, Proto: loader.Proto(spec.Proto)}}
+		e := steerSA{key: loader.SAKey{SPI: spec.SPI, Dst: spec.Dst, Proto: loader.Proto(spec.Proto)}, keyed: hasKeyBytes(spec)}
 		if spec.Encap != nil {
 			e.encapPort = spec.Encap.DstPort
 		}
@@ -138,7 +151,7 @@ func parsePorts(vals []string) ([]uint16, error) {
 	return ports, nil
 }
 
-func runAttach(args []string, stdout, stderr io.Writer) error {
+func runAttach(args []string, stdout, stderr io.Writer) (err error) {
 	fs, a := attachFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -162,6 +175,11 @@ func runAttach(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			warnKeyedSteerSAs(stderr, "attach", sas)
+		}
+	}()
 	if err := checkPinRoot(a.link.pinRoot); err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func TestParseSteerSAs(t *testing.T) {
 	}
 	want := []steerSA{
 		{key: loader.SAKey{SPI: 0x1001, Dst: netip.MustParseAddr("192.0.2.1"), Proto: loader.ProtoESP}},
-		{key: loader.SAKey{SPI: 4099, Dst: netip.MustParseAddr("2001:db8::1"), Proto: loader.ProtoAH}},
+		{key: loader.SAKey{SPI: 4099, Dst: netip.MustParseAddr("2001:db8::1"), Proto: loader.ProtoAH}, keyed: true},
 		// The SA receives on its destination port.
 		{key: loader.SAKey{SPI: 0x2002, Dst: netip.MustParseAddr("192.0.2.1"), Proto: loader.ProtoESP}, encapPort: 4501},
 	}

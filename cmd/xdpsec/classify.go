@@ -57,7 +57,7 @@ func classifyFlags() (*flag.FlagSet, *classifyArgs) {
 	a := &classifyArgs{}
 	fs := flag.NewFlagSet("classify", flag.ContinueOnError)
 	fs.StringVar(&a.pcap, "pcap", "", "capture file to classify, pcap or pcapng (required)")
-	fs.Var(&a.sas, "sa", "SA the datapath knows, in 'ip xfrm state' syntax, one quoted word (repeatable)")
+	fs.Var(&a.sas, "sa", "SA the datapath knows: its identity (src, dst, proto, spi; encap for NAT-T) in 'ip xfrm state' syntax, one quoted word, no keys needed (repeatable)")
 	fs.Var(&a.natPorts, "nat-t-port", "extra UDP port carrying ESP-in-UDP besides 4500 (repeatable)")
 	fs.Var(&a.off, "off", "receive-offload class to switch off: esp, ah, udp-esp, ipv4 or ipv6 (repeatable)")
 	fs.BoolVar(&a.json, "json", false, "print one JSON object per packet")
@@ -101,7 +101,7 @@ type classifyLine struct {
 	SPI     string `json:"spi,omitempty"`
 }
 
-func runClassify(args []string, stdout, stderr io.Writer) error {
+func runClassify(args []string, stdout, stderr io.Writer) (err error) {
 	fs, a := classifyFlags()
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -120,6 +120,11 @@ func runClassify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			warnKeyedSteerSAs(stderr, "classify", sas)
+		}
+	}()
 	cfg, err := classifyConfig(a)
 	if err != nil {
 		return err

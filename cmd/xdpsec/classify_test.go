@@ -65,8 +65,15 @@ func TestClassifyJSON(t *testing.T) {
 {"index":1,"verdict":"pass","reason":"no-state","spi":"0x00002002"}
 {"index":2,"verdict":"drop","reason":"malformed-esp"}
 `
-	if code != 0 || out != want {
+	if code != 0 || out != want || stderr != "" {
 		t.Errorf("classify --json: exit %d, stderr %q, got\n%swant\n%s", code, stderr, out, want)
+	}
+	// The whole spec, keys included: the same result, and one warning that
+	// the keys were on the command line for nothing.
+	keyed := sa + " mode tunnel aead 'rfc4106(gcm(aes))' 0x" + strings.Repeat("5a", 20) + " 128"
+	code, out, stderr = runCLI(t, "classify", "--pcap", name, "--sa", keyed, "--json")
+	if code != 0 || out != want || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "--sa #1 carried keys") || strings.Contains(stderr, "5a5a5a") {
+		t.Errorf("classify --sa with keys: exit %d, stderr %q, out\n%s", code, stderr, out)
 	}
 	code, out, _ = runCLI(t, "classify", rawName, "--sa", sa, "--json")
 	if code != 0 || !strings.HasPrefix(out, `{"index":0,"verdict":"steer","reason":"steer-fallback","spi":"0x00001001"}`) {
