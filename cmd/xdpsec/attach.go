@@ -98,7 +98,7 @@ type steerSA struct {
 func warnKeyedSteerSAs(stderr io.Writer, cmd string, sas []steerSA) {
 	for i, s := range sas {
 		if s.keyed {
-			fmt.Fprintf(stderr, "xdpsec %s: warning: --sa #%d carried keys, which %s does not need, on the command line where every local user can read them (ps, /proc/PID/cmdline): give only src, dst, proto and spi (and encap)\n", cmd, i+1, cmd)
+			fmt.Fprintf(stderr, "xdpsec %s: warning: --sa #%d carried keys, which %s does not need, on the command line where every local user can read them (ps, /proc/PID/cmdline; and it stays in shell history): give only src, dst, proto and spi (and encap)\n", cmd, i+1, cmd)
 			return
 		}
 	}

@@ -37,7 +37,7 @@ SPEC is one SA in 'ip xfrm state add' syntax, quoted as one argument:
 xfrm state add' line, # comments; a config's key file will do), from FILE
 (which group and others must not be able to read: chmod 600 FILE) or from
 stdin with '-'; they come after the --sa ones. A SPEC given with --sa puts
-its keys where every local user can read them (ps, /proc/PID/cmdline):
+its keys where every local user can read them (ps, /proc/PID/cmdline; and it stays in shell history):
 xdpsec then warns on stderr.
 
 decrypt reads IN (pcap or pcapng, Ethernet, raw IP or Linux cooked) and
@@ -139,7 +139,7 @@ func runPcap(args []string, stdout, stderr io.Writer) error {
 	// Warned once the work is done (a failure stays one line), on stderr
 	// so the packet lines on stdout stay parseable.
 	if err == nil && slices.ContainsFunc(specs[:len(f.sas)], hasKeyBytes) {
-		fmt.Fprintln(stderr, "xdpsec pcap: warning: --sa put the SA's keys on the command line, where every local user can read them (ps, /proc/PID/cmdline); use --sa-file FILE (chmod 600) or --sa-file - instead")
+		fmt.Fprintln(stderr, "xdpsec pcap: warning: --sa put the SA's keys on the command line, where every local user can read them (ps, /proc/PID/cmdline; and it stays in shell history); use --sa-file FILE (chmod 600) or --sa-file - instead")
 	}
 	return err
 }

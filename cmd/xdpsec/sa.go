@@ -58,7 +58,7 @@ func saFlags() (*flag.FlagSet, *string, *bool, *string) {
 
 // argvKeyWarning is printed, after an SA given on the command line was
 // accepted, when that SA carries key bytes.
-const argvKeyWarning = "xdpsec sa: warning: the SA's keys were on the command line, where every local user can read them (ps, /proc/PID/cmdline); give SAs on stdin ('xdpsec sa %s -') or with --file FILE (chmod 600) instead\n"
+const argvKeyWarning = "xdpsec sa: warning: the SA's keys were on the command line, where every local user can read them (ps, /proc/PID/cmdline; and it stays in shell history); give SAs on stdin ('xdpsec sa %s -') or with --file FILE (chmod 600) instead\n"
 
 // saStdin is where `sa add -` reads; tests replace it.
 var saStdin io.Reader = os.Stdin
