@@ -189,8 +189,9 @@ func innerTOS(p []byte) uint8 {
 // writeOuter writes the tunnel-mode outer header at h for a packet of total
 // bytes from the SA's template, with tos (DSCP and ECN) taken from the
 // inner header before it was encrypted (RFC 4301 §5.1.2, RFC 6040 normal
-// mode). The IPv4 checksum is the template's sum plus the fields set here.
+// mode) less what flags noecn and dont-encap-dscp clear (tosMask). The IPv4 checksum is the template's sum plus the fields set here.
 func (sa *SA) writeOuter(h []byte, total int, tos uint8, seq uint64) {
+	tos &= sa.tosMask
 	if !sa.outerV6 {
 		h = h[:20]
 		copy(h, sa.outer[:20])
@@ -519,6 +520,9 @@ func (sa *SA) decapsulate(frame []byte, off int, o *Outer, pay, payEnd int, nh u
 		}
 		// Anything after the inner packet is TFC padding (RFC 4303 §2.7).
 		rOff, rN, payN = pay, n, n
+		if outerECN(frame[off:], o.Version) == ecnCE && !sa.p.NoECN {
+			setCE(frame[pay : pay+n])
+		}
 	} else {
 		hl := o.L3Len
 		if hl > pay-off {
@@ -614,4 +618,39 @@ func fixL4Checksum(p []byte, hl int, nh uint8) {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(seg[at:], c)
+}
+
+// ECN field values (RFC 3168).
+const (
+	ecnMask = 3
+	ecnCE   = 3 // Congestion Experienced
+)
+
+// outerECN returns the ECN field of the outer IP header h of version v.
+func outerECN(h []byte, v uint8) uint8 {
+	if v == 4 {
+		return h[1] & ecnMask
+	}
+	return h[1] >> 4 & ecnMask
+}
+
+// setCE marks the inner packet p Congestion Experienced if it is
+// ECN-capable, as a tunnel decapsulator must when the outer header arrived
+// CE (RFC 6040 §4.2, RFC 4301 §5.1.2.1): otherwise the mark a congested
+// router set on the tunnel path never reaches the endpoints. A Not-ECT
+// inner packet is left as is (Linux's XFRM does the same). The IPv4
+// header checksum is updated.
+func setCE(p []byte) {
+	if p[0]>>4 == 4 {
+		if p[1]&ecnMask == 0 || p[1]&ecnMask == ecnCE {
+			return
+		}
+		p[1] |= ecnCE
+		ipv4Checksum(p[:int(p[0]&0xf)*4])
+		return
+	}
+	if tc := p[1] >> 4 & ecnMask; tc == 0 || tc == ecnCE {
+		return
+	}
+	p[1] |= ecnCE << 4
 }

@@ -104,6 +104,15 @@ type SAParams struct {
 	OnSoftExpire func(*SA)
 	// TTL is the outer TTL / hop limit of tunnel mode; 0 means 64.
 	TTL uint8
+	// NoECN is `flag noecn` (Linux XFRM_STATE_NOECN): tunnel mode clears
+	// the outer header's ECN field instead of copying the inner one, and
+	// does not propagate a Congestion Experienced mark into the inner
+	// header on decapsulation (which it otherwise does, RFC 6040).
+	NoECN bool
+	// NoEncapDSCP is `flag dont-encap-dscp`: tunnel mode clears the outer
+	// header's DSCP instead of copying the inner one (which would show
+	// observers the inner traffic's class).
+	NoEncapDSCP bool
 }
 
 // Sentinel errors of Encrypt, for callers that count or react per case.

@@ -79,6 +79,7 @@ type SA struct {
 	// IPv4 header's one's-complement sum with those fields zero.
 	outer    [40]byte
 	outerSum uint64
+	tosMask  uint8 // inner TOS / traffic class bits copied to the outer header
 
 	head, tail int // Overhead
 }
@@ -257,6 +258,13 @@ func (sa *SA) init(encOnly bool) error {
 	}
 	sa.keyed = sa.newMAC != nil || sa.suite == suiteCBC
 	sa.limited = p.Lifetime != Lifetime{}
+	sa.tosMask = 0xff
+	if p.NoECN {
+		sa.tosMask &^= ecnMask
+	}
+	if p.NoEncapDSCP {
+		sa.tosMask &= ecnMask
+	}
 	sa.initOuter()
 	sa.head, sa.tail = sa.overhead()
 	sa.pool.New = sa.newScratch

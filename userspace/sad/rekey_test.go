@@ -215,3 +215,15 @@ func TestKeyReuse(t *testing.T) {
 		t.Fatalf("same CBC key: %v", err)
 	}
 }
+
+// TestSpecFlagsReachTransform: flag noecn and dont-encap-dscp are not just
+// parsed: they reach the transform's parameters.
+func TestSpecFlagsReachTransform(t *testing.T) {
+	p := mustSA(t, gcmSpec(0x2500, "flag noecn dont-encap-dscp")).Params()
+	if !p.NoECN || !p.NoEncapDSCP {
+		t.Fatalf("flags noecn dont-encap-dscp: NoECN %v NoEncapDSCP %v", p.NoECN, p.NoEncapDSCP)
+	}
+	if p := mustSA(t, gcmSpec(0x2500, "")).Params(); p.NoECN || p.NoEncapDSCP {
+		t.Fatal("no flags, yet NoECN or NoEncapDSCP")
+	}
+}

@@ -107,8 +107,10 @@ type SASpec struct {
 // Key returns the SA's lookup key (SPI, destination, protocol).
 func (s *SASpec) Key() SAKey { return SAKey{SPI: s.SPI, Dst: s.Dst, Proto: s.Proto} }
 
-// saFlags are the state flags iproute2 knows; all are harmless to accept
-// except oseq-may-wrap, which would let the sequence number wrap.
+// saFlags are the state flags iproute2 knows. esn, noecn and
+// dont-encap-dscp act (ipsec.SAParams); the others are accepted and have no
+// effect (decap-dscp, nopmtudisc, wildrecv, icmp, af-unspec, align4).
+// oseq-may-wrap is refused: it would let the sequence number wrap.
 var saFlags = []string{"noecn", "decap-dscp", "nopmtudisc", "wildrecv", "icmp", "af-unspec", "align4", "esn", "dont-encap-dscp"}
 
 // saWords is the vocabulary of ParseSA, for the unknown-word error.
@@ -576,8 +578,9 @@ func (s *SASpec) Params() ipsec.SAParams {
 	p := ipsec.SAParams{
 		Proto: s.Proto, Mode: s.Mode, SPI: s.SPI, Src: s.Src, Dst: s.Dst,
 		AEAD: s.AEAD, Enc: s.Enc, Auth: s.Auth,
-		ESN: s.ESN, ReplayWindow: s.ReplayWindow,
-		OutSeq: s.OutSeq, InSeq: s.InSeq,
+		ESN: s.ESN, ReplayWindow: s.ReplayWindow, NoECN: slices.Contains(s.Flags, "noecn"),
+		NoEncapDSCP: slices.Contains(s.Flags, "dont-encap-dscp"),
+		OutSeq:      s.OutSeq, InSeq: s.InSeq,
 		Lifetime: s.Limits.Lifetime,
 	}
 	if s.Encap != nil {
