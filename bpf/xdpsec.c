@@ -172,17 +172,26 @@ static __always_inline int is_natt_port(__u16 port)
 }
 
 /*
+ * WOULD_STEER is steer()'s answer for a packet of a known, enabled SA: not
+ * an XDP action (those are 0-4). The IP-level caller, which alone knows the
+ * header, makes the last check (the IPv4 header checksum) and calls
+ * redirect(). Everything between returns it unchanged.
+ */
+#define WOULD_STEER 0x100
+
+/*
  * steer looks the SA up and decides. encap_dport is 0 for ESP/AH over IP,
  * the UDP destination port for ESP-in-UDP; class is the xdpsec_class bit of
  * the packet's protocol. The key's spi_be and proto are set by the caller.
+ * The SA's counters count every packet that matched its key, whatever the
+ * verdict.
  */
-static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
-				 __u32 class, __u16 encap_dport, __u32 ip_len)
+static __always_inline int steer(struct xdpsec_sa_key *key, __u32 class, __u16 encap_dport,
+				 __u32 ip_len)
 {
 	struct xdpsec_sa *sa = bpf_map_lookup_elem(&xdpsec_sas, key);
 	struct xdpsec_config *cfg;
 	__u32 need;
-	long act;
 
 	if (xdpsec_record_last) {
 		__u32 zero = 0;
@@ -208,12 +217,32 @@ static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
 	cfg = config();
 	if (!cfg || (cfg->enabled & need) != need)
 		return pass(XDPSEC_REASON_DISABLED_CLASS);
+	return WOULD_STEER;
+}
 
-	/* A queue without a socket returns XDP_PASS: never blackhole. */
-	act = bpf_redirect_map(&xdpsec_xsks, ctx->rx_queue_index, XDP_PASS);
+/* redirect hands the packet to its rx queue's socket. */
+static __always_inline int redirect(struct xdp_md *ctx)
+{
+	/* A queue without a socket (or beyond the map) returns XDP_PASS: never blackhole. */
+	long act = bpf_redirect_map(&xdpsec_xsks, ctx->rx_queue_index, XDP_PASS);
+
 	if (act == XDP_REDIRECT)
 		return verdict(XDP_REDIRECT, XDPSEC_REASON_STEERED);
 	return verdict((int)act, XDPSEC_REASON_STEER_FALLBACK);
+}
+
+/*
+ * csum_folds_to_ffff folds a sum of 32-bit words of a header (read in host
+ * order: the one's-complement sum does not care, RFC 1071 §2(B)) and says
+ * whether the header's checksum is right.
+ */
+static __always_inline int csum_folds_to_ffff(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
 }
 
 /*
@@ -230,7 +259,8 @@ static __always_inline int steer(struct xdp_md *ctx, struct xdpsec_sa_key *key,
  * follows an IPv6 header with extension headers into xdpsec_scratch, which
  * is walked there (both helpers: kernel 5.18+). Cost, measured: ~2 ns per
  * IPsec or UDP packet, ~4 ns for AH+ESP, ~11 ns for IPv6 with extension
- * headers; nothing for other traffic.
+ * headers; nothing for other traffic. The IPv4 header checksum of a packet
+ * about to be steered costs ~1 ns more (five words summed in place).
  */
 
 /*
@@ -255,7 +285,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 			return drop(XDPSEC_REASON_MALFORMED_ESP);
 		key->spi_be = esp->spi;
 		key->proto = IPPROTO_ESP;
-		return steer(ctx, key, XDPSEC_CLASS_ESP, 0, ip_len);
+		return steer(key, XDPSEC_CLASS_ESP, 0, ip_len);
 	}
 
 	if (proto == IPPROTO_AH) {
@@ -286,7 +316,7 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 		/* AH is processed first: its SA decides. */
 		key->spi_be = ah->spi;
 		key->proto = IPPROTO_AH;
-		return steer(ctx, key, XDPSEC_CLASS_AH, 0, ip_len);
+		return steer(key, XDPSEC_CLASS_AH, 0, ip_len);
 	}
 
 	if (proto == IPPROTO_UDP) {
@@ -310,20 +340,26 @@ static __always_inline int classify_l4(struct xdp_md *ctx, struct xdpsec_sa_key 
 		if (ulen < sizeof(*udp) || ulen > rem)
 			return drop(XDPSEC_REASON_MALFORMED_UDP);
 		plen = ulen - sizeof(*udp);
-		if (plen == 1) {
-			if (payload[0] == 0xff)
-				return pass(XDPSEC_REASON_PASS_KEEPALIVE);
-			return drop(XDPSEC_REASON_MALFORMED_UDP);
-		}
-		if (plen < 4)
-			return drop(XDPSEC_REASON_MALFORMED_UDP);
-		if (*(const __u32 *)payload == 0) /* non-ESP marker */
+		if (plen == 1 && payload[0] == 0xff)
+			return pass(XDPSEC_REASON_PASS_KEEPALIVE);
+		/*
+		 * The kernel's rule (xfrm4/xfrm6_udp_encap_rcv): ESP is more than
+		 * an ESP header's 8 bytes with a non-zero first word; everything
+		 * else (the non-ESP marker, or too short to be ESP) goes to the
+		 * IKE daemon's socket. Do the same: not ours to drop.
+		 */
+		if (plen <= sizeof(struct ip_esp_hdr) || *(const __u32 *)payload == 0)
 			return pass(XDPSEC_REASON_PASS_IKE);
-		if (plen < sizeof(struct ip_esp_hdr))
-			return drop(XDPSEC_REASON_MALFORMED_ESP);
+		/*
+		 * RFC 8200 §8.1: a zero UDP checksum is invalid over IPv6; the
+		 * kernel drops it unless the socket opted in (UDP_NO_CHECK6_RX,
+		 * RFC 6936), which only the kernel knows.
+		 */
+		if (key->family == XDPSEC_FAMILY_IPV6 && udp->check == 0)
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
 		key->spi_be = *(const __be32 *)payload;
 		key->proto = IPPROTO_ESP;
-		return steer(ctx, key, XDPSEC_CLASS_UDP_ESP, dport, ip_len);
+		return steer(key, XDPSEC_CLASS_UDP_ESP, dport, ip_len);
 	}
 
 	return pass(XDPSEC_REASON_PASS_OTHER);
@@ -376,12 +412,38 @@ static __always_inline __u32 frame_len(struct xdp_md *ctx)
 	return (__u32)bpf_xdp_get_buff_len(ctx);
 }
 
-/* l3 is data + l3off, l3off a constant on every verifier path. */
+/*
+ * ipv4_options_csum_ok checks the checksum of an IPv4 header of hlen bytes
+ * (20 < hlen <= 60, options present) at l3off, from a copy: the rare shape.
+ */
+static __noinline int ipv4_options_csum_ok(struct xdp_md *ctx, __u32 l3off, __u32 hlen)
+{
+	__u32 w[15] = {}; /* 60 bytes, the longest header; zeros add nothing */
+	__u64 sum = 0, n = hlen;
+
+	asm volatile("" : "+r"(n)); /* the verifier must see n itself bounded */
+	if (n < 20 || n > sizeof(w))
+		return 0;
+	if (bpf_xdp_load_bytes(ctx, l3off, w, n))
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 15; i++)
+		sum += w[i];
+	return csum_folds_to_ffff(sum);
+}
+
+/*
+ * classify_ipv4: l3 is data + l3off, l3off a constant on every verifier
+ * path. The header checksum is checked only for a packet about to be
+ * steered (RFC 1122 §3.2.1.2: a host MUST verify it, and the socket takes
+ * the kernel's place); everything else goes to the kernel, which checks.
+ */
 static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
 {
 	struct iphdr *ip = l3;
 	struct xdpsec_sa_key key;
 	__u32 hlen, tot;
+	int rc;
 
 	if ((void *)(ip + 1) > end)
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
@@ -400,16 +462,115 @@ static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, __u32 l3o
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memcpy(key.daddr, &ip->daddr, 4);
 	key.family = XDPSEC_FAMILY_IPV4;
-	if (hlen == sizeof(*ip))
-		return classify_l4_at(ctx, &key, ip->protocol, l3 + sizeof(*ip), end,
-				      l3off + sizeof(*ip), tot - hlen, tot);
+	if (hlen == sizeof(*ip)) {
+		const __u32 *w = l3;
+
+		rc = classify_l4_at(ctx, &key, ip->protocol, l3 + sizeof(*ip), end,
+				    l3off + sizeof(*ip), tot - hlen, tot);
+		if (rc != WOULD_STEER)
+			return rc;
+		if (!csum_folds_to_ffff((__u64)w[0] + w[1] + w[2] + w[3] + w[4]))
+			return pass(XDPSEC_REASON_PASS_UNPARSED);
+		return redirect(ctx);
+	}
 	key.proto = ip->protocol;
-	return classify_l4_copied(ctx, &key, l3off + hlen, tot - hlen, tot);
+	rc = classify_l4_copied(ctx, &key, l3off + hlen, tot - hlen, tot);
+	if (rc != WOULD_STEER)
+		return rc;
+	if (!ipv4_options_csum_ok(ctx, l3off, hlen))
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	return redirect(ctx);
 }
 
-static __always_inline int is_ipv6_opt(__u8 nh)
+/* The extension headers the walk crosses (RFC 8200 §4). */
+static __always_inline int is_ipv6_ext(__u8 nh)
 {
-	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS;
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	       nh == IPPROTO_FRAGMENT;
+}
+
+/*
+ * RFC 8200 §4.5: a fragment header's offset (13 bits) and M flag, bytes 2-3
+ * big endian, as they lie in a little-endian word of bytes 0-3 (bpfel is
+ * the only target). Neither set: an atomic fragment (RFC 6946).
+ */
+#define FRAG_OFFSET_M_WORD 0xf9ff0000
+
+/* WALK_PASS encodes a reason in ipv6_ext_walk's answer. */
+#define WALK_PASS(reason) (-1 - (int)(reason))
+
+/*
+ * ipv6_ext_walk walks the extension headers of the IPv6 datagram at l3off
+ * (tot bytes long by its header) whose first header is nh, copying the
+ * first EXT_WINDOW bytes after the fixed header into xdpsec_scratch (the
+ * caller may read the L4 header there). It crosses at most
+ * XDPSEC_MAX_IPV6_EXT_HDRS headers: hop-by-hop (first only, as RFC 8200
+ * §4.1 and the kernel require), routing with segments left 0 (the packet
+ * has reached its destination; otherwise the kernel forwards it),
+ * destination options, and atomic fragment headers (offset 0, M 0: RFC
+ * 6946, processed in isolation); a true fragment goes to the kernel.
+ *
+ * It answers (off << 8) | next, off being where the first header after the
+ * chain starts (from the IPv6 header, <= tot) and next its protocol, or
+ * WALK_PASS(reason) to pass the packet.
+ *
+ * A global function: the verifier checks it once, knowing nothing of its
+ * arguments, instead of once per path into it. Inlined, the walk's
+ * branches times the callers' paths took the verifier past its million
+ * instructions without CAP_PERFMON (speculative paths are explored too).
+ */
+__noinline int ipv6_ext_walk(struct xdp_md *ctx, __u32 l3off, __u32 tot, __u32 nh)
+{
+	struct xdpsec_scratch *scratch;
+	__u32 off = sizeof(struct ipv6hdr), zero = 0;
+	__u64 copied;
+
+	if (tot < sizeof(struct ipv6hdr) || tot > sizeof(struct ipv6hdr) + 0xffff)
+		return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+	scratch = bpf_map_lookup_elem(&xdpsec_scratch, &zero);
+	if (!scratch)
+		return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+	copied = tot - off < EXT_WINDOW ? tot - off : EXT_WINDOW;
+	asm volatile("" : "+r"(copied)); /* the verifier must see copied itself */
+	if (copied < 8) /* not even one extension header (a jumbogram's payload length is 0) */
+		return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+	if (bpf_xdp_load_bytes(ctx, l3off + off, scratch->b, copied))
+		return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+	nh &= 0xff;
+
+#pragma unroll
+	for (int i = 0; i < XDPSEC_MAX_IPV6_EXT_HDRS; i++) {
+		__u32 rel = off - sizeof(struct ipv6hdr);
+		/* Bytes 0-3 of the header as they sit in memory: next header,
+		 * length, then routing type and segments left (routing) or the
+		 * offset and M flag (fragment). Read as one word. */
+		__u32 head, len;
+
+		if (!is_ipv6_ext(nh))
+			break;
+		/* Hop-by-hop elsewhere than first: the kernel drops it. And
+		 * off + 8 <= tot <= frame, so the load below cannot fail. */
+		if ((i > 0 && nh == IPPROTO_HOPOPTS) || off + 8 > tot)
+			return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+		if (rel + sizeof(head) <= copied && rel <= EXT_WINDOW - 8) {
+			head = *(__u32 *)&scratch->b[ext_at(scratch, rel)]; /* rel is 8-aligned */
+		} else if (bpf_xdp_load_bytes(ctx, l3off + off, &head, sizeof(head))) {
+			return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+		}
+		len = (((head >> 8) & 0xff) + 1) * 8;
+		if (nh == IPPROTO_FRAGMENT) {
+			if (head & FRAG_OFFSET_M_WORD)
+				return WALK_PASS(XDPSEC_REASON_PASS_FRAGMENT);
+			len = 8; /* the length byte is reserved */
+		} else if (nh == IPPROTO_ROUTING && (head >> 24)) {
+			return WALK_PASS(XDPSEC_REASON_PASS_OTHER); /* segments left: in transit */
+		}
+		nh = head & 0xff;
+		off += len;
+	}
+	if (is_ipv6_ext(nh) || off > tot)
+		return WALK_PASS(XDPSEC_REASON_PASS_UNPARSED);
+	return (int)(off << 8 | nh);
 }
 
 static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
@@ -417,18 +578,16 @@ static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3o
 	struct ipv6hdr *ip6 = l3;
 	struct xdpsec_scratch *scratch;
 	struct xdpsec_sa_key key;
-	__u32 off = sizeof(*ip6), tot, rel, zero;
+	__u32 off, tot, rel, zero;
 	__u64 copied;
 	__u8 nh;
+	int rc;
 
 	if ((void *)(ip6 + 1) > end)
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 	nh = ip6->nexthdr;
-	if (!interesting_l4(nh) && !is_ipv6_opt(nh)) {
-		if (nh == IPPROTO_FRAGMENT)
-			return pass(XDPSEC_REASON_PASS_FRAGMENT);
+	if (!interesting_l4(nh) && !is_ipv6_ext(nh))
 		return pass(XDPSEC_REASON_PASS_OTHER);
-	}
 
 	tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	/* l3off + sizeof(*ip6) <= frame_len: no underflow. */
@@ -438,55 +597,38 @@ static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3o
 	__builtin_memset(&key, 0, sizeof(key));
 	__builtin_memcpy(key.daddr, ip6->daddr, 16);
 	key.family = XDPSEC_FAMILY_IPV6;
-	if (!is_ipv6_opt(nh)) /* the common case: L4 right after the header */
-		return classify_l4_at(ctx, &key, nh, l3 + sizeof(*ip6), end,
-				      l3off + sizeof(*ip6), tot - sizeof(*ip6), tot);
+	if (!is_ipv6_ext(nh)) { /* the common case: L4 right after the header */
+		rc = classify_l4_at(ctx, &key, nh, l3 + sizeof(*ip6), end,
+				    l3off + sizeof(*ip6), tot - sizeof(*ip6), tot);
+		return rc == WOULD_STEER ? redirect(ctx) : rc;
+	}
 
-	/*
-	 * Extension headers: copy up to EXT_WINDOW bytes after the fixed
-	 * header once and walk the copy; a header beyond it is loaded alone.
-	 */
+	rc = ipv6_ext_walk(ctx, l3off, tot, nh);
+	if (rc < 0) {
+		__u32 why = (__u32)(-1 - rc);
+
+		return pass(why < XDPSEC_REASON_MAX ? why : XDPSEC_REASON_PASS_UNPARSED);
+	}
+	off = (__u32)rc >> 8;
+	nh = rc & 0xff;
+	if (off > tot || off < sizeof(*ip6))
+		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	if (!interesting_l4(nh))
+		return pass(XDPSEC_REASON_PASS_OTHER);
 	zero = 0;
 	scratch = bpf_map_lookup_elem(&xdpsec_scratch, &zero);
 	if (!scratch)
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 	copied = tot - sizeof(*ip6) < EXT_WINDOW ? tot - sizeof(*ip6) : EXT_WINDOW;
-	asm volatile("" : "+r"(copied)); /* the verifier must see copied itself */
-	if (copied < 8) /* not even one extension header */
-		return pass(XDPSEC_REASON_PASS_UNPARSED);
-	if (bpf_xdp_load_bytes(ctx, l3off + sizeof(*ip6), scratch->b, copied))
-		return pass(XDPSEC_REASON_PASS_UNPARSED);
-
-#pragma unroll
-	for (int i = 0; i < XDPSEC_MAX_IPV6_EXT_HDRS; i++) {
-		__u32 rel = off - sizeof(*ip6);
-		struct ipv6_opt_hdr opt;
-
-		if (!is_ipv6_opt(nh))
-			break;
-		/* off + 8 <= tot <= frame: the load cannot fail. */
-		if (off + 8 > tot)
-			return pass(XDPSEC_REASON_PASS_UNPARSED);
-		if (rel + sizeof(opt) <= copied && rel < EXT_WINDOW - 1) {
-			opt = *(struct ipv6_opt_hdr *)&scratch->b[ext_at(scratch, rel)];
-		} else if (bpf_xdp_load_bytes(ctx, l3off + off, &opt, sizeof(opt))) {
-			return pass(XDPSEC_REASON_PASS_UNPARSED);
-		}
-		nh = opt.nexthdr;
-		off += ((__u32)opt.hdrlen + 1) * 8;
-	}
-	if (nh == IPPROTO_FRAGMENT)
-		return pass(XDPSEC_REASON_PASS_FRAGMENT);
-	if (is_ipv6_opt(nh) || off > tot)
-		return pass(XDPSEC_REASON_PASS_UNPARSED);
-	if (!interesting_l4(nh))
-		return pass(XDPSEC_REASON_PASS_OTHER);
 	rel = off - sizeof(*ip6);
-	if (rel + L4_WINDOW <= copied && rel <= EXT_WINDOW - L4_WINDOW)
-		return classify_l4(ctx, &key, nh, &scratch->b[ext_at(scratch, rel)], l3off + off,
-				   tot - off, tot);
-	key.proto = nh;
-	return classify_l4_copied(ctx, &key, l3off + off, tot - off, tot);
+	if (rel + L4_WINDOW <= copied && rel <= EXT_WINDOW - L4_WINDOW) {
+		rc = classify_l4(ctx, &key, nh, &scratch->b[ext_at(scratch, rel)], l3off + off,
+				 tot - off, tot);
+	} else {
+		key.proto = nh;
+		rc = classify_l4_copied(ctx, &key, l3off + off, tot - off, tot);
+	}
+	return rc == WOULD_STEER ? redirect(ctx) : rc;
 }
 
 SEC("xdp")

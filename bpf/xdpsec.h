@@ -78,11 +78,11 @@ struct xdpsec_config {
  * where /proc/net/xfrm_stat has the same event, the name says so there.
  */
 enum xdpsec_reason {
-	XDPSEC_REASON_PASS_OTHER = 0,  /* not IPsec: passed untouched */
-	XDPSEC_REASON_PASS_UNPARSED,   /* L2/L3 the program does not parse (truncated, >2 VLAN tags, too many IPv6 ext headers): kernel decides */
-	XDPSEC_REASON_PASS_IKE,        /* UDP 500, or NAT-T port with the non-ESP marker */
+	XDPSEC_REASON_PASS_OTHER = 0,  /* not IPsec for this host (incl. IPv6 with a routing header in transit): passed untouched */
+	XDPSEC_REASON_PASS_UNPARSED,   /* what the kernel must judge: truncated L2/L3, >2 VLAN tags, too many or misplaced IPv6 ext headers, a bad IPv4 header checksum on a packet about to be steered, ESP-in-UDP over IPv6 with UDP checksum 0 */
+	XDPSEC_REASON_PASS_IKE,        /* UDP 500, or a NAT-T datagram that is not ESP (non-ESP marker, or 8 bytes or less): the kernel gives it to the IKE socket */
 	XDPSEC_REASON_PASS_KEEPALIVE,  /* NAT-T keepalive, one 0xFF byte */
-	XDPSEC_REASON_PASS_FRAGMENT,   /* IPv4 fragment or IPv6 fragment header: kernel reassembles */
+	XDPSEC_REASON_PASS_FRAGMENT,   /* IPv4 fragment or IPv6 fragment header (not atomic): kernel reassembles */
 	XDPSEC_REASON_NO_STATE,        /* IPsec, SA unknown (XfrmInNoStates) */
 	XDPSEC_REASON_STATE_MISMATCH,  /* SA known, encapsulation differs (XfrmInStateMismatch) */
 	XDPSEC_REASON_DISABLED_CLASS,  /* SA known, receive offload off for this class/family */
@@ -90,7 +90,7 @@ enum xdpsec_reason {
 	XDPSEC_REASON_STEER_FALLBACK,  /* would steer, no socket on the queue: passed */
 	XDPSEC_REASON_MALFORMED_ESP,   /* truncated ESP header or SPI 0: dropped (XfrmInHdrError) */
 	XDPSEC_REASON_MALFORMED_AH,    /* truncated AH, length out of range or SPI 0: dropped (XfrmInHdrError) */
-	XDPSEC_REASON_MALFORMED_UDP,   /* NAT-T datagram with a bad UDP length or a runt payload: dropped (XfrmInHdrError) */
+	XDPSEC_REASON_MALFORMED_UDP,   /* NAT-T datagram with a bad UDP length: dropped (XfrmInHdrError) */
 	XDPSEC_REASON_MAX,
 };
 
@@ -105,7 +105,7 @@ enum xdpsec_feature {
 	XDPSEC_FEATURE_IPV4 = 1 << 2,
 	XDPSEC_FEATURE_IPV4_OPTIONS = 1 << 3,
 	XDPSEC_FEATURE_IPV6 = 1 << 4,
-	XDPSEC_FEATURE_IPV6_EXT = 1 << 5,    /* hop-by-hop, routing, dest opts before IPsec */
+	XDPSEC_FEATURE_IPV6_EXT = 1 << 5,    /* hop-by-hop, routing (segments left 0), dest opts, atomic fragment before IPsec */
 	XDPSEC_FEATURE_ESP = 1 << 6,
 	XDPSEC_FEATURE_AH = 1 << 7,
 	XDPSEC_FEATURE_AH_ESP = 1 << 8,      /* AH followed by ESP */

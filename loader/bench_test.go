@@ -56,7 +56,7 @@ func BenchmarkClassify(b *testing.B) {
 	}
 	defer empty.Close()
 
-	hbh, rt, dopt := ext{0, 0}, ext{43, 1}, ext{60, 0}
+	hbh, rt, dopt := ext{typ: 0}, ext{typ: 43, len: 1}, ext{typ: 60}
 	cases := []struct {
 		name   string
 		frame  []byte

@@ -24,6 +24,7 @@ var testSAs = map[SAKey]SA{
 	{SPI: 0x3002, Dst: netip.MustParseAddr(dst6), Proto: ProtoESP}: {ID: 6, EncapPort: 4500},
 	{SPI: 0x3003, Dst: netip.MustParseAddr(dst4), Proto: ProtoESP}: {ID: 7, EncapPort: 4501},
 	{SPI: 0x4001, Dst: netip.MustParseAddr(dst4), Proto: ProtoESP}: {ID: 8, EncapPort: 4500},
+	{SPI: 0xff, Dst: netip.MustParseAddr(dst4), Proto: ProtoESP}:   {ID: 9},
 }
 
 func testConfig() Config {
@@ -64,7 +65,7 @@ func bytesOf(b byte, n int) []byte { return slices.Repeat([]byte{b}, n) }
 func classifyCases() []classifyCase {
 	noESP, noAH, noUDP, no4, no6 := testConfig(), testConfig(), testConfig(), testConfig(), testConfig()
 	noESP.ESP, noAH.AH, noUDP.UDPESP, no4.IPv4, no6.IPv6 = false, false, false, false, false
-	hbh, rt, dopt := ext{0, 0}, ext{43, 1}, ext{60, 2}
+	hbh, rt, dopt := ext{typ: 0}, ext{typ: 43, len: 1}, ext{typ: 60, len: 2}
 	marker := append(make([]byte, 4), bytesOf(0x33, 40)...)
 	return []classifyCase{
 		// ESP over IPv4 and L2 shapes.
@@ -109,8 +110,8 @@ func classifyCases() []classifyCase {
 		{name: "esp6 six ext headers", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt, rt, dopt, dopt, dopt}, payload: esp(0x1002, 8)}.frame(), reason: ReasonSteerFallback, sa: 2},
 		{name: "esp6 seven ext headers", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt, rt, dopt, dopt, dopt, dopt}, payload: esp(0x1002, 8)}.frame(), reason: ReasonPassUnparsed},
 		{name: "esp6 ext header beyond payload", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, plDelta: -8, payload: esp(0x1002, -8)}.frame(), reason: ReasonPassUnparsed},
-		{name: "esp6 after fragment header", frame: v6{dst: dst6, proto: 50, fragment: true, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassFragment},
-		{name: "esp6 hbh then fragment", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, fragment: true, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassFragment},
+		{name: "esp6 after fragment header", frame: v6{dst: dst6, proto: 50, fragment: true, fragField: fragFirst, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassFragment},
+		{name: "esp6 hbh then fragment", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, fragment: true, fragField: fragFirst, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassFragment},
 		{name: "esp6 truncated", frame: v6{dst: dst6, proto: 50, payload: esp(0x1002, -2)}.frame(), reason: ReasonMalformedESP},
 		{name: "esp6 spi 0", frame: v6{dst: dst6, proto: 50, payload: esp(0, 16)}.frame(), reason: ReasonMalformedESP},
 		{name: "esp6 payload length beyond frame", frame: v6{dst: dst6, proto: 50, plDelta: 4, payload: esp(0x1002, 16)}.frame(), reason: ReasonPassUnparsed},
@@ -137,20 +138,20 @@ func classifyCases() []classifyCase {
 
 		// UDP: IKE, NAT-T.
 		{name: "udp4 4500 esp hit", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 64), 0)}.frame(), reason: ReasonSteerFallback, sa: 5},
-		{name: "udp6 4500 esp hit", frame: v6{dst: dst6, proto: 17, payload: udp(4500, esp(0x3002, 64), 0)}.frame(), reason: ReasonSteerFallback, sa: 6},
+		{name: "udp6 4500 esp hit", frame: v6{dst: dst6, proto: 17, payload: withCsum(udp(4500, esp(0x3002, 64), 0))}.frame(), reason: ReasonSteerFallback, sa: 6},
 		{name: "udp4 4500 unknown spi", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x7777, 64), 0)}.frame(), reason: ReasonNoState},
 		{name: "udp4 4500 ike marker", frame: v4{dst: dst4, proto: 17, payload: udp(4500, marker, 0)}.frame(), reason: ReasonPassIKE},
 		{name: "udp4 500 ike", frame: v4{dst: dst4, proto: 17, payload: udp(500, bytesOf(0x21, 28), 0)}.frame(), reason: ReasonPassIKE},
 		{name: "udp6 500 ike", frame: v6{dst: dst6, proto: 17, payload: udp(500, bytesOf(0x21, 28), 0)}.frame(), reason: ReasonPassIKE},
 		{name: "udp4 4500 keepalive", frame: v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xff}, 0)}.frame(), reason: ReasonPassKeepalive},
 		{name: "udp6 4500 keepalive", frame: v6{dst: dst6, proto: 17, payload: udp(4500, []byte{0xff}, 0)}.frame(), reason: ReasonPassKeepalive},
-		{name: "udp4 4500 one byte not 0xff", frame: v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xfe}, 0)}.frame(), reason: ReasonMalformedUDP},
-		{name: "udp4 4500 empty", frame: v4{dst: dst4, proto: 17, payload: udp(4500, nil, 0)}.frame(), reason: ReasonMalformedUDP},
+		{name: "udp4 4500 one byte not 0xff", frame: v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xfe}, 0)}.frame(), reason: ReasonPassIKE},
+		{name: "udp4 4500 empty", frame: v4{dst: dst4, proto: 17, payload: udp(4500, nil, 0)}.frame(), reason: ReasonPassIKE},
 		{name: "udp4 4500 length beyond datagram", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 16), 1)}.frame(), reason: ReasonMalformedUDP},
 		{name: "udp4 4500 length below header", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 16), -26)}.frame(), reason: ReasonMalformedUDP},
 		{name: "udp4 4500 header truncated", frame: v4{dst: dst4, proto: 17, payload: udp(4500, nil, 0)[:6]}.frame(), reason: ReasonMalformedUDP},
 		{name: "udp4 3 bytes", frame: v4{dst: dst4, proto: 17, payload: []byte{0x11, 0x94, 0x11}}.frame(), reason: ReasonPassUnparsed},
-		{name: "udp4 4500 six byte esp", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, -2), 0)}.frame(), reason: ReasonMalformedESP},
+		{name: "udp4 4500 six byte esp", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, -2), 0)}.frame(), reason: ReasonPassIKE},
 		{name: "udp4 4501 extra port hit", frame: v4{dst: dst4, proto: 17, payload: udp(4501, esp(0x3003, 32), 0)}.frame(), reason: ReasonSteerFallback, sa: 7},
 		{name: "udp4 4502 not configured", frame: v4{dst: dst4, proto: 17, payload: udp(4502, esp(0x3003, 32), 0)}.frame(), reason: ReasonPassOther},
 		{name: "udp4 dns", frame: v4{dst: dst4, proto: 17, payload: udp(53, bytesOf(0, 30), 0)}.frame(), reason: ReasonPassOther},
@@ -160,11 +161,11 @@ func classifyCases() []classifyCase {
 		// The program reads what sits at a variable offset (IPv4 options, IPv6
 		// extension headers) from copies: a 64-byte window after the IPv6
 		// header, single loads past it, a 16-byte L4 window on the stack.
-		{name: "esp6 L4 at the end of the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 5}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
-		{name: "esp6 L4 straddling the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 6}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
-		{name: "esp6 L4 past the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, {60, 8}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
-		{name: "esp6 ext header past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 7}, hbh, rt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
-		{name: "esp6 spi 0 past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{60, 7}, hbh}, payload: esp(0, 64)}.frame(), reason: ReasonMalformedESP},
+		{name: "esp6 L4 at the end of the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 60, len: 5}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 L4 straddling the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 60, len: 6}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 L4 past the ext window", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, {typ: 60, len: 8}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 ext header past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 60, len: 7}, dopt, rt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 spi 0 past the window", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 60, len: 7}, dopt}, payload: esp(0, 64)}.frame(), reason: ReasonMalformedESP},
 		{name: "esp6 ext walk ends in a short payload", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, payload: esp(0x1002, -1)}.frame(), reason: ReasonMalformedESP},
 		{name: "ah6 after dstopts then esp", frame: v6{dst: dst6, proto: 51, exts: []ext{dopt}, payload: ah(50, 0x2002, 20, -1, esp(0x1002, 16))}.frame(), reason: ReasonSteerFallback, sa: 4},
 		{name: "ah6 after dstopts then esp spi 0", frame: v6{dst: dst6, proto: 51, exts: []ext{dopt}, payload: ah(50, 0x2002, 20, -1, esp(0, 16))}.frame(), reason: ReasonMalformedESP},
@@ -173,6 +174,55 @@ func classifyCases() []classifyCase {
 		{name: "udp4 3 bytes after ip options", frame: v4{dst: dst4, proto: 17, options: 4, payload: []byte{0x11, 0x94, 0x11}}.frame(), reason: ReasonPassUnparsed},
 		{name: "ah4 after ip options then esp", frame: v4{dst: dst4, proto: 51, options: 12, payload: ah(50, 0x2001, 12, -1, esp(0x1001, 32))}.frame(), reason: ReasonSteerFallback, sa: 3},
 		{name: "udp4 4500 frame padding ignored", frame: append(v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xff}, 0)}.frame(), bytesOf(0, 17)...), reason: ReasonPassKeepalive},
+
+		// The IPv4 header checksum (RFC 1122 §3.2.1.2): checked only on what
+		// would be steered, since that alone bypasses the kernel's check.
+		{name: "esp4 bad header checksum", frame: v4{dst: dst4, proto: 50, badCsum: true, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassUnparsed, sa: 1},
+		{name: "esp4 802.1Q bad header checksum", frame: v4{dst: dst4, proto: 50, badCsum: true, payload: esp(0x1001, 64)}.frame(0x8100), reason: ReasonPassUnparsed, sa: 1},
+		{name: "esp4 QinQ bad header checksum", frame: v4{dst: dst4, proto: 50, badCsum: true, payload: esp(0x1001, 64)}.frame(0x88a8, 0x8100), reason: ReasonPassUnparsed, sa: 1},
+		{name: "esp4 ip options bad header checksum", frame: v4{dst: dst4, proto: 50, options: 8, badCsum: true, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassUnparsed, sa: 1},
+		{name: "esp4 ip options 40 bad header checksum", frame: v4{dst: dst4, proto: 50, options: 40, badCsum: true, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassUnparsed, sa: 1},
+		{name: "ah4 bad header checksum", frame: v4{dst: dst4, proto: 51, badCsum: true, payload: ah(50, 0x2001, 12, -1, esp(0x1001, 32))}.frame(), reason: ReasonPassUnparsed, sa: 3},
+		{name: "udp4 4500 esp bad header checksum", frame: v4{dst: dst4, proto: 17, badCsum: true, payload: udp(4500, esp(0x3001, 64), 0)}.frame(), reason: ReasonPassUnparsed, sa: 5},
+		{name: "esp4 unknown spi bad header checksum", frame: v4{dst: dst4, proto: 50, badCsum: true, payload: esp(0x9999, 64)}.frame(), reason: ReasonNoState},
+		{name: "esp4 disabled bad header checksum", frame: v4{dst: dst4, proto: 50, badCsum: true, payload: esp(0x1001, 64)}.frame(), reason: ReasonDisabledClass, sa: 1, config: &noESP},
+		{name: "tcp4 bad header checksum", frame: v4{dst: dst4, proto: 6, badCsum: true, payload: tcp(443)}.frame(), reason: ReasonPassOther},
+
+		// IPv6 extension header rules (RFC 8200 §4).
+		{name: "esp6 routing header in transit", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 43, len: 2, segleft: 1}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassOther},
+		{name: "esp6 routing header after hbh in transit", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, {typ: 43, len: 2, segleft: 255}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassOther},
+		{name: "esp6 routing header segments left 0", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 43, len: 2}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 routing header past the window in transit", frame: v6{dst: dst6, proto: 50, exts: []ext{{typ: 60, len: 7}, {typ: 43, len: 0, segleft: 1}}, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassOther},
+		{name: "esp6 hbh not first", frame: v6{dst: dst6, proto: 50, exts: []ext{dopt, hbh}, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassUnparsed},
+		{name: "esp6 after dstopts", frame: v6{dst: dst6, proto: 50, exts: []ext{dopt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 atomic fragment", frame: v6{dst: dst6, proto: 50, fragment: true, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "esp6 dstopts then atomic fragment", frame: v6{dst: dst6, proto: 50, exts: []ext{dopt}, fragment: true, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2},
+		{name: "udp6 atomic fragment esp", frame: v6{dst: dst6, proto: 17, fragment: true, payload: withCsum(udp(4500, esp(0x3002, 64), 0))}.frame(), reason: ReasonSteerFallback, sa: 6},
+		{name: "esp6 later fragment", frame: v6{dst: dst6, proto: 50, fragment: true, fragField: 8, payload: bytesOf(7, 64)}.frame(), reason: ReasonPassFragment},
+		{name: "esp6 last fragment", frame: v6{dst: dst6, proto: 50, fragment: true, fragField: 16, payload: bytesOf(7, 64)}.frame(), reason: ReasonPassFragment},
+		{name: "tcp6 fragment", frame: v6{dst: dst6, proto: 6, fragment: true, fragField: fragFirst, payload: tcp(443)}.frame(), reason: ReasonPassFragment},
+		{name: "tcp6 atomic fragment", frame: v6{dst: dst6, proto: 6, fragment: true, payload: tcp(443)}.frame(), reason: ReasonPassOther},
+		// Payload length 0: a jumbogram (RFC 2675) needs a hop-by-hop header
+		// (left to the kernel); without one the datagram is 40 bytes long.
+		{name: "ipv6 jumbogram", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh}, plDelta: -80, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassUnparsed},
+		{name: "esp6 payload length 0", frame: v6{dst: dst6, proto: 50, plDelta: -72, payload: esp(0x1002, 64)}.frame(), reason: ReasonMalformedESP},
+
+		// NAT-T payloads, by the kernel's rule: ESP needs more than 8 bytes.
+		{name: "udp4 4500 eight byte esp header", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 0), 0)}.frame(), reason: ReasonPassIKE},
+		{name: "udp4 4500 nine byte esp", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 1), 0)}.frame(), reason: ReasonSteerFallback, sa: 5},
+		{name: "udp4 4500 short marker", frame: v4{dst: dst4, proto: 17, payload: udp(4500, make([]byte, 4), 0)}.frame(), reason: ReasonPassIKE},
+		{name: "udp4 4500 two zero bytes", frame: v4{dst: dst4, proto: 17, payload: udp(4500, make([]byte, 2), 0)}.frame(), reason: ReasonPassIKE},
+		{name: "udp4 4500 keepalive in a longer datagram", frame: v4{dst: dst4, proto: 17, payload: udp(4500, []byte{0xff, 0}, 0)}.frame(), reason: ReasonPassIKE},
+		{name: "udp6 4500 esp checksum 0", frame: v6{dst: dst6, proto: 17, payload: udp(4500, esp(0x3002, 64), 0)}.frame(), reason: ReasonPassUnparsed},
+		{name: "udp6 4500 ike marker checksum 0", frame: v6{dst: dst6, proto: 17, payload: udp(4500, marker, 0)}.frame(), reason: ReasonPassIKE},
+
+		// SPIs 1-255 are reserved to IANA (RFC 4303 §2.1), not forbidden on
+		// the wire as 0 is: an SA configured with one is honoured.
+		{name: "esp4 spi 255 hit", frame: v4{dst: dst4, proto: 50, payload: esp(0xff, 64)}.frame(), reason: ReasonSteerFallback, sa: 9},
+		{name: "esp4 spi 1 unknown", frame: v4{dst: dst4, proto: 50, payload: esp(1, 64)}.frame(), reason: ReasonNoState},
+		// AH length: 32-bit multiple over IPv4, 64-bit over IPv6 (RFC 4302 §2.2).
+		{name: "ah4 length 32-bit aligned", frame: v4{dst: dst4, proto: 51, payload: ah(4, 0x2001, 8, -1, nil)}.frame(), reason: ReasonSteerFallback, sa: 3},
+		{name: "ah6 length 64-bit aligned", frame: v6{dst: dst6, proto: 51, payload: ah(41, 0x2002, 4, -1, nil)}.frame(), reason: ReasonSteerFallback, sa: 4},
 	}
 }
 

@@ -36,6 +36,7 @@ type v4 struct {
 	totDelta int    // added to the correct total length
 	ihl      int    // overrides IHL when non-zero
 	version  byte   // overrides 4 when non-zero
+	badCsum  bool   // header checksum off by one (correct otherwise)
 }
 
 func (p v4) bytes() []byte {
@@ -57,16 +58,39 @@ func (p v4) bytes() []byte {
 	for i := 20; i < hl; i++ {
 		b[i] = 1 // NOP options
 	}
+	if ihl := int(b[0]&0x0f) * 4; ihl >= 20 && ihl <= hl {
+		binary.BigEndian.PutUint16(b[10:], ipv4Checksum(b[:ihl]))
+	}
+	if p.badCsum {
+		b[11]++
+	}
 	return append(b, p.payload...)
 }
 
 func (p v4) frame(tpids ...uint16) []byte { return ether(0x0800, p.bytes(), tpids...) }
 
+// ipv4Checksum is the RFC 791 header checksum of h (its checksum field
+// counted as zero), written here from the RFC, independently of the C.
+func ipv4Checksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		if i != 10 {
+			sum += uint32(binary.BigEndian.Uint16(h[i:]))
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
 // ext is one IPv6 extension header: type and length in 8-byte units
-// beyond the first 8.
+// beyond the first 8. A routing header (43) has routing type 4 and
+// segleft segments left; other types are filled with PadN.
 type ext struct {
-	typ byte
-	len byte
+	typ     byte
+	len     byte
+	segleft byte
 }
 
 type v6 struct {
@@ -76,7 +100,14 @@ type v6 struct {
 	exts     []ext
 	plDelta  int // added to the correct payload length
 	fragment bool
+	// fragField is the fragment header's offset+flags field when fragment
+	// is set: 0 is an atomic fragment (RFC 6946); fragFirst (offset 0,
+	// M=1) the first of several.
+	fragField uint16
 }
+
+// fragFirst is the first fragment of several: offset 0, M set.
+const fragFirst = 1
 
 func (p v6) bytes() []byte {
 	var chain []byte
@@ -92,7 +123,11 @@ func (p v6) bytes() []byte {
 	for _, e := range p.exts {
 		h := make([]byte, (int(e.len)+1)*8)
 		h[0], h[1] = types[i+1], e.len
-		if e.typ != 44 {
+		switch e.typ {
+		case 43:
+			h[2], h[3] = 4, e.segleft
+		case 44:
+		default:
 			h[2], h[3] = 1, byte(len(h)-4) // PadN filling the rest
 		}
 		chain = append(chain, h...)
@@ -101,7 +136,7 @@ func (p v6) bytes() []byte {
 	if p.fragment {
 		h := make([]byte, 8)
 		h[0] = types[i+1]
-		binary.BigEndian.PutUint16(h[2:], 1) // offset 0, M=1
+		binary.BigEndian.PutUint16(h[2:], p.fragField)
 		chain = append(chain, h...)
 	}
 	b := make([]byte, 40)
@@ -150,6 +185,14 @@ func udp(dport uint16, payload []byte, lenDelta int) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(8+len(payload)+lenDelta))
 	b = binary.BigEndian.AppendUint16(b, 0)
 	return append(b, payload...)
+}
+
+// withCsum puts a non-zero checksum in the UDP header u (IPv6 requires
+// one; the program reads only whether it is zero, ESP's ICV covers the
+// payload).
+func withCsum(u []byte) []byte {
+	binary.BigEndian.PutUint16(u[6:], 0x5a5a)
+	return u
 }
 
 func tcp(dport uint16) []byte {

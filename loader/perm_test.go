@@ -108,11 +108,13 @@ func TestLoadsWithoutPerfmon(t *testing.T) {
 			return
 		}
 		// One frame per shape that reads at a variable offset.
-		hbh, dopt := ext{0, 0}, ext{60, 2}
+		hbh, dopt, rt := ext{typ: 0}, ext{typ: 60, len: 2}, ext{typ: 43, len: 1}
 		for _, f := range [][]byte{
 			v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(),
 			v4{dst: dst4, proto: 50, options: 8, payload: esp(0x1001, 64)}.frame(),
-			v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt, {60, 8}}, payload: esp(0x1002, 64)}.frame(),
+			v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt, {typ: 60, len: 8}}, payload: esp(0x1002, 64)}.frame(),
+			v6{dst: dst6, proto: 50, exts: []ext{hbh, rt}, fragment: true, payload: esp(0x1002, 64)}.frame(),
+			v4{dst: dst4, proto: 50, options: 40, payload: esp(0x1001, 64)}.frame(),
 			v4{dst: dst4, proto: 51, payload: ah(50, 0x2001, 12, -1, esp(0x1001, 32))}.frame(),
 		} {
 			r, err := c.Classify(f)

@@ -67,7 +67,24 @@ func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
 func ipsecOrUDP(proto byte) bool { return proto == 50 || proto == 51 || proto == 17 }
 
-func ipv6Options(nh byte) bool { return nh == 0 || nh == 43 || nh == 60 }
+// ipv6Ext: hop-by-hop, routing, fragment, destination options.
+func ipv6Ext(nh byte) bool { return nh == 0 || nh == 43 || nh == 44 || nh == 60 }
+
+// steers says whether r hands the packet to a socket.
+func steers(r Result) bool { return r.Reason == ReasonSteered || r.Reason == ReasonSteerFallback }
+
+// ipv4HeaderValid: the one's-complement sum of the header, checksum
+// included, is 0xffff (RFC 1071).
+func ipv4HeaderValid(h []byte) bool {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(be16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum == 0xffff
+}
 
 func refIPv4(p []byte, t *ReferenceTable) Result {
 	if len(p) < 20 {
@@ -85,7 +102,13 @@ func refIPv4(p []byte, t *ReferenceTable) Result {
 		return result(ReasonPassUnparsed)
 	}
 	dst := netip.AddrFrom4([4]byte(p[16:20]))
-	return refL4(proto, p[hlen:total], dst, t)
+	r := refL4(proto, p[hlen:total], dst, t)
+	// Checked last, on what would bypass the kernel's own check only: the
+	// SA already counted the packet.
+	if steers(r) && !ipv4HeaderValid(p[:hlen]) {
+		r.Verdict, r.Reason = VerdictOf(ReasonPassUnparsed), ReasonPassUnparsed
+	}
+	return r
 }
 
 func refIPv6(p []byte, t *ReferenceTable) Result {
@@ -93,10 +116,7 @@ func refIPv6(p []byte, t *ReferenceTable) Result {
 		return result(ReasonPassUnparsed)
 	}
 	nh := p[6]
-	if !ipsecOrUDP(nh) && !ipv6Options(nh) {
-		if nh == 44 {
-			return result(ReasonPassFragment)
-		}
+	if !ipsecOrUDP(nh) && !ipv6Ext(nh) {
 		return result(ReasonPassOther)
 	}
 	total := 40 + int(be16(p[4:]))
@@ -104,20 +124,32 @@ func refIPv6(p []byte, t *ReferenceTable) Result {
 		return result(ReasonPassUnparsed)
 	}
 	off := 40
-	for range 6 { // hop-by-hop, routing, destination options
-		if !ipv6Options(nh) {
+	for i := range 6 {
+		if !ipv6Ext(nh) {
 			break
+		}
+		if nh == 0 && i > 0 { // hop-by-hop only first (RFC 8200 §4.1)
+			return result(ReasonPassUnparsed)
 		}
 		if off+8 > total {
 			return result(ReasonPassUnparsed)
 		}
+		switch nh {
+		case 44: // fragment: only an atomic one (offset 0, M 0) is crossed
+			if be16(p[off+2:])&0xfff9 != 0 {
+				return result(ReasonPassFragment)
+			}
+			nh, off = p[off], off+8
+			continue
+		case 43: // routing: segments left means in transit
+			if p[off+3] != 0 {
+				return result(ReasonPassOther)
+			}
+		}
 		nh = p[off]
 		off += (int(p[off+1]) + 1) * 8
 	}
-	if nh == 44 {
-		return result(ReasonPassFragment)
-	}
-	if ipv6Options(nh) || off > total {
+	if ipv6Ext(nh) || off > total {
 		return result(ReasonPassUnparsed)
 	}
 	if !ipsecOrUDP(nh) {
@@ -171,12 +203,14 @@ func refL4(proto byte, seg []byte, dst netip.Addr, t *ReferenceTable) Result {
 		switch {
 		case len(payload) == 1 && payload[0] == 0xff:
 			return result(ReasonPassKeepalive)
-		case len(payload) < 4:
-			return result(ReasonMalformedUDP)
-		case spiAt(payload) == 0:
-			return result(ReasonPassIKE) // non-ESP marker
-		case len(payload) < 8:
-			return result(ReasonMalformedESP)
+		case len(payload) <= 8 || spiAt(payload) == 0:
+			// Non-ESP marker, or too short for ESP: the kernel gives it
+			// to the IKE socket (RFC 3948 §2.2, xfrm4_udp_encap_rcv).
+			return result(ReasonPassIKE)
+		case dst.Is6() && be16(seg[6:]) == 0:
+			// Zero UDP checksum over IPv6 (RFC 8200 §8.1): the kernel's
+			// UDP layer decides.
+			return result(ReasonPassUnparsed)
 		}
 		return refSteer(SAKey{SPI: spiAt(payload), Dst: dst, Proto: ProtoESP}, t.Config.UDPESP, dport, t)
 	}

@@ -39,7 +39,8 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     """Return [(frame, verdict, reason, spi or None)]."""
     # Imported here: scapy takes a second or two to load, `sas` needs none.
     from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether,
-                           IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, Raw)
+                           IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                           IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw)
     from scapy.layers.inet6 import ICMPv6EchoRequest
     from scapy.layers.ipsec import AH, ESP
 
@@ -83,8 +84,16 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     add(eth / v4 / UDP(sport=500, dport=500) / Raw(bytes(range(28))), "pass", "pass-ike")
     # NAT keepalive: a single 0xFF byte.
     add(eth / v4 / UDP(sport=4500, dport=4500) / Raw(b"\xff"), "pass", "pass-keepalive")
-    # Too short to tell: 2 payload bytes on 4500.
-    add(eth / v4 / UDP(sport=4500, dport=4500) / Raw(b"\x01\x02"), "drop", "malformed-udp")
+    # Not ESP: 2 payload bytes, or an ESP header with nothing after it. The
+    # kernel hands both to the IKE socket (ESP needs more than 8 bytes).
+    add(eth / v4 / UDP(sport=4500, dport=4500) / Raw(b"\x01\x02"), "pass", "pass-ike")
+    add(eth / v4 / UDP(sport=4500, dport=4500) / Raw(bytes.fromhex("0000200200000001")), "pass", "pass-ike")
+    # A UDP length beyond the datagram is malformed.
+    add(eth / v4 / UDP(sport=4500, dport=4500, len=200) / esp(0x2002), "drop", "malformed-udp")
+    # A wrong IPv4 header checksum (RFC 1122 3.2.1.2) on a known SA: the
+    # kernel judges it (and drops it); the SA counts the match.
+    add(eth / IP(src=TX4, dst=RX4, chksum=0x1234) / esp(0x1001), "pass", "pass-unparsed", 0x1001)
+    add(eth / IP(src=TX4, dst=RX4, chksum=0x1234) / UDP(sport=4500, dport=4500) / esp(0x2002), "pass", "pass-unparsed", 0x2002)
 
     # IPv6: AH (RFC 4302), AH followed by ESP, ESP after extension headers.
     # scapy leaves AH's length at 0 outside a SecurityAssociation: set it,
@@ -94,6 +103,18 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     add(eth / v6 / AH(spi=0x3003, seq=2, icv=bytes(12), nh=50, payloadlen=4) / esp(0x4004), *steer, 0x3003)
     add(eth / v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / esp(0x4004), *steer, 0x4004)
     add(eth / v6 / esp(0x4005), "pass", "no-state", 0x4005)
+    # A routing header with segments left: in transit, the kernel forwards.
+    add(eth / v6 / IPv6ExtHdrRouting(segleft=1, addresses=["2001:db8::3"]) / esp(0x4004), "pass", "pass-other")
+    add(eth / v6 / IPv6ExtHdrRouting(segleft=0, addresses=["2001:db8::3"]) / esp(0x4004), *steer, 0x4004)
+    # An atomic fragment (offset 0, M 0; RFC 6946) is processed alone; a
+    # first fragment goes to the kernel to reassemble.
+    add(eth / v6 / IPv6ExtHdrFragment(offset=0, m=0, id=7) / esp(0x4004), *steer, 0x4004)
+    add(eth / v6 / IPv6ExtHdrFragment(offset=0, m=1, id=8) / esp(0x4004), "pass", "pass-fragment")
+    # Hop-by-hop anywhere but first: the kernel drops it.
+    add(eth / v6 / IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / esp(0x4004), "pass", "pass-unparsed")
+    # ESP in UDP over IPv6 with a zero UDP checksum (RFC 8200 8.1): the
+    # kernel's UDP layer decides.
+    add(eth / v6 / UDP(sport=4500, dport=4500, chksum=0) / esp(0x4004), "pass", "pass-unparsed")
     # AH whose length field points past the packet.
     bad_ah = AH(spi=0x3003, seq=1, icv=bytes(12), nh=59, payloadlen=40)
     add(eth / v6 / bad_ah, "drop", "malformed-ah")
