@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -156,7 +157,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	}
 	defer e.Stop()
 	if len(fc.Offload) > 0 {
-		if err := applyOffload(e, fc, *cfgPath, true, log); err != nil {
+		if _, err := applyOffload(e, fc, *cfgPath, true, log); err != nil {
 			return err
 		}
 		for _, s := range fc.SAs {
@@ -165,17 +166,18 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	reload := func() (engine.ReloadSummary, error) {
-		nc, err := engine.LoadConfig(*cfgPath)
+	// One reload at a time, whether SIGHUP or `xdpsec reload` asks.
+	var reloadMu sync.Mutex
+	reload := func() (reloadResult, error) {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		res, err := reloadConfig(e, *cfgPath, log)
 		if err != nil {
-			return engine.ReloadSummary{}, err
+			log.Error("reload "+*cfgPath, "err", err)
+			return res, err
 		}
-		if err := applyOffload(e, nc, *cfgPath, false, log); err != nil {
-			return engine.ReloadSummary{}, err
-		}
-		sum, err := e.Reload(nc.SAs, nc.Policies)
-		warnOutsideParameters(e, log)
-		return sum, err
+		log.Info("reloaded "+*cfgPath, "summary", fmt.Sprintf("%+v", res.ReloadSummary))
+		return res, nil
 	}
 	serveEngine(srv, e, reload)
 	serveCapture(srv, drops)
@@ -234,46 +236,67 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 				<-served
 				return err
 			}
-			sum, err := reload()
-			if err != nil {
-				log.Error("reload "+*cfgPath, "err", err)
-				continue
-			}
-			log.Info("reloaded "+*cfgPath, "summary", fmt.Sprintf("%+v", sum))
+			reload() // it logs what it did
 		}
 	}
+}
+
+// reloadResult is what a reload did: the engine's summary of SAs and
+// policies, and the offload settings it changed (empty: none).
+type reloadResult struct {
+	engine.ReloadSummary
+	OffloadChanged []string `json:"OffloadChanged,omitempty"`
+}
+
+// reloadConfig reads the config again and makes the daemon match it:
+// offload parameters first (so new SAs are judged by them), then SAs and
+// policies. A config that does not load changes nothing.
+func reloadConfig(e *engine.Engine, path string, log *slog.Logger) (reloadResult, error) {
+	nc, err := engine.LoadConfig(path)
+	if err != nil {
+		return reloadResult{}, err
+	}
+	changed, err := applyOffload(e, nc, path, false, log)
+	if err != nil {
+		return reloadResult{}, err
+	}
+	sum, err := e.Reload(nc.SAs, nc.Policies)
+	warnOutsideParameters(e, log)
+	return reloadResult{ReloadSummary: sum, OffloadChanged: changed}, err
 }
 
 // applyOffload makes the daemon's offload parameters what fc asks for:
 // the defaults with its `offload` lines applied. At start it runs before
 // any SA is admitted; on reload it also undoes a runtime `caps set` the
 // file does not repeat (the file is the whole truth, as it is for SAs),
-// and publishes parameters-set only when the parameters change.
-func applyOffload(e *engine.Engine, fc *engine.FileConfig, path string, atStart bool, log *slog.Logger) error {
+// and publishes parameters-set only when the parameters change. It
+// returns the settings that changed.
+func applyOffload(e *engine.Engine, fc *engine.FileConfig, path string, atStart bool, log *slog.Logger) ([]string, error) {
 	h := e.Capabilities()
 	if h == nil {
 		if len(fc.Offload) > 0 {
-			return fmt.Errorf("%s: `offload` lines need the capabilities probe, which failed at start (see the log): remove them, or fix the probe and restart", path)
+			return nil, fmt.Errorf("%s: `offload` lines need the capabilities probe, which failed at start (see the log): remove them, or fix the probe and restart", path)
 		}
-		return nil
+		return nil, nil
 	}
 	want, err := capabilities.DefaultParameters().Update(fc.OffloadUpdate)
 	if err != nil {
-		return fmt.Errorf("%s: offload: %w", path, err)
+		return nil, fmt.Errorf("%s: offload: %w", path, err)
 	}
 	old := h.State().Parameters
 	if old.Equal(want) && (!atStart || len(fc.Offload) == 0) {
-		return nil // nothing to set: publish no change
+		return nil, nil // nothing to set: publish no change
 	}
 	if _, err := h.ResetParameters(fc.OffloadUpdate, "config "+path); err != nil {
-		return fmt.Errorf("%s: offload: %w", path, err)
+		return nil, fmt.Errorf("%s: offload: %w", path, err)
 	}
 	changed := capabilities.ParameterChanges(old, want)
-	if len(changed) == 0 {
-		changed = []string{"none"}
+	shown := strings.Join(changed, " ")
+	if shown == "" {
+		shown = "none"
 	}
-	log.Info("offload parameters set from "+path, "offload", strings.Join(fc.Offload, " "), "changed", strings.Join(changed, " "))
-	return nil
+	log.Info("offload parameters set from "+path, "offload", strings.Join(fc.Offload, " "), "changed", shown)
+	return changed, nil
 }
 
 // warnOutsideParameters logs each installed SA the current offload view no
@@ -308,7 +331,7 @@ func warnOutsideParameters(e *engine.Engine, log *slog.Logger) {
 }
 
 // serveEngine registers the engine's ops on the control socket.
-func serveEngine(srv *control.Server, e *engine.Engine, reload func() (engine.ReloadSummary, error)) {
+func serveEngine(srv *control.Server, e *engine.Engine, reload func() (reloadResult, error)) {
 	words := func(args json.RawMessage) ([]string, error) {
 		var a wordsArgs
 		if err := json.Unmarshal(args, &a); err != nil || len(a.Words) == 0 {

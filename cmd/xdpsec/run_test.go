@@ -225,4 +225,31 @@ func TestRunOffloadFromConfig(t *testing.T) {
 	if list := d.MustCLI("sa", "list"); !strings.Contains(list, "spi 0x00003001") {
 		t.Errorf("the GCM SA was removed by the reload:\n%s", list)
 	}
+
+	// `xdpsec reload`: a config that does not load is its one line here
+	// and changes nothing; a good one answers with what changed.
+	good := append([]byte(nil), body...)
+	if err := os.WriteFile(conf.Path, append(body, "offload IPsecV2=maybe\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, ok = cliRun(d, nil, "reload")
+	if ok || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, conf.Path+":") || !strings.Contains(errOut, "IPsecV2") {
+		t.Fatalf("reload of a bad config: ok %v stdout %q stderr %q", ok, out, errOut)
+	}
+	if got := seq(); got != before+2 {
+		t.Errorf("a failed reload moved the change sequence to %d", got)
+	}
+	if err := os.WriteFile(conf.Path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var res reloadResult
+	if err := json.Unmarshal([]byte(d.MustCLI("reload", "-j")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.OffloadChanged, " ") != "rfc4106(gcm(aes))=on" || res.SAsUnchanged != 2 || res.SAsAdded+res.SAsDeleted+res.SAsUpdated != 0 {
+		t.Errorf("reload -j: %+v, want GCM back on and the 2 SAs unchanged", res)
+	}
+	if out := d.MustCLI("reload"); !strings.HasPrefix(out, "reloaded: SAs 0 added, 0 updated, 0 deleted, 2 unchanged;") || strings.Contains(out, "offload") {
+		t.Errorf("reload with nothing to change: %q", out)
+	}
 }
