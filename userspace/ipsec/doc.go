@@ -74,4 +74,31 @@
 // with ErrSeqOverflow after 2^32-1 (2^64-1 with ESN). Inbound numbers are
 // checked against the window before the ICV and recorded only after it
 // verified, so a forged packet never moves the window.
+//
+// GCM, GMAC, ChaCha20-Poly1305 and CTR take the sequence number as IV, so a
+// number must never be used twice under one key. An SA that replaces
+// another in place (same SPI, a rekey or a parameter change) is built with
+// NewSAReplacing, which shares the old SA's outbound counter (and its replay
+// window when size and ESN match): goroutines still holding the old SA and
+// those using the new one draw from one counter. Two different SAs must not
+// share a counter-mode key (sad.SAD.KeyReuse finds them). CBC IVs are the
+// sequence number encrypted under a random per-SA key: unpredictable and
+// distinct.
+//
+// # What else changes on the way
+//
+// Tunnel mode copies the inner DSCP and ECN to the outer header (RFC 4301
+// §5.1.2, RFC 6040 normal mode) unless NoEncapDSCP / NoECN clear them, and
+// on decapsulation a CE mark the outer header picked up is set in an
+// ECN-capable inner packet. Transport mode over UDP recomputes the inner
+// TCP/UDP checksum, which a NAT on the way invalidated (RFC 3948 §3.1.2).
+//
+// # Secrets
+//
+// NewSA keeps no copy of the key slices it was given beyond what the
+// transforms need; SA, Scratch and AlgorithmKey print themselves redacted
+// with every fmt verb, and AlgorithmKey redacts itself in JSON. Errors
+// never contain key bytes. Go's crypto/aes and crypto/cipher keep expanded
+// keys in memory they do not let callers wipe, so an SA's key material
+// lives until the SA is garbage collected.
 package ipsec
