@@ -51,8 +51,9 @@ const watchDepth = 64
 
 // ServeControl registers caps.get, caps.set and caps.watch on srv, all
 // answered from h. Parameters set through caps.set live in h (the daemon's
-// memory) and are lost when the daemon exits; whoever applies the current
-// view to the datapath subscribes to h like any other listener.
+// memory) until the daemon exits or resets them (Hub.ResetParameters, from
+// its config's offload lines on reload); whoever applies the current view
+// to the datapath subscribes to h like any other listener.
 func ServeControl(srv *control.Server, h *Hub) {
 	srv.Handle(OpGet, func(ctx context.Context, args json.RawMessage) (any, error) {
 		return MessageOf(h.Last()), nil

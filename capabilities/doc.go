@@ -14,7 +14,10 @@
 // Parameters mirror OID_TCP_OFFLOAD_PARAMETERS (IPsecV1, IPsecV2,
 // IPsecV2IPv4) plus per-algorithm switches; State.Current is hardware ∩
 // parameters and is the only view the datapath obeys (XDPConfig for the
-// XDP program, State.Allows for `sa add`). Hub publishes every change of
+// XDP program, State.Allows for `sa add`). ParseSettings reads them as
+// `xdpsec caps set` and the config's `offload` lines give them (the latter
+// persist, as an NDIS driver's registry keywords do: Hub.ResetParameters).
+// Hub publishes every change of
 // the current view with a sequence number and a reason, as
 // NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG does; WatchLink feeds it netlink
 // link events. Render is the one place that prints capabilities.
