@@ -219,8 +219,7 @@ func printSAs(w io.Writer, l []engine.SAStats) {
 
 // readSALines reads --file FILE, or stdin for "-". Stdin redirected from a
 // file others can read is refused as FILE would be: the keys are already
-// exposed there.
-// On a terminal, it first says how to end the input.
+// exposed there. On a terminal it first says how to end the input.
 func readSALines(file string, stderr io.Writer) ([]engine.SALine, error) {
 	if file != "-" {
 		return engine.ReadSAFile(file)
