@@ -170,6 +170,10 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 			d.Close()
 			return nil, fmt.Errorf("attach xdp to %s: xdpsec is already attached in %s mode; detach first to change it", ifname, cur)
 		}
+		if err := d.replaceStaleProgram(l, cur, opts.Logger); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
 		return d, nil
 	case !errors.Is(err, ErrNotAttached):
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -293,6 +297,76 @@ func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath
 		return d, fmt.Errorf("pin program: %w", err)
 	}
 	return d, nil
+}
+
+// replaceStaleProgram makes the attached program this build's: a program
+// pinned by an earlier xdpsec build (an upgrade restarting over its pins)
+// would otherwise keep running, whatever this build fixed. It loads the
+// embedded program against the pinned maps and compares kernel tags (a
+// hash of the instructions, taken before verification, so the same object
+// always has the same tag); if they differ it swaps the program atomically
+// (BPF_LINK_UPDATE, or a netlink replace) and keeps the maps and their
+// SAs, XSK slots, config and counters. Pinned maps of another layout make
+// it fail with ErrMapIncompatible's advice to detach.
+func (d *Datapath) replaceStaleProgram(l netlink.Link, mode Mode, log *slog.Logger) error {
+	coll, err := loadCollection(loadParams{pinDir: d.dir, maxSAs: d.sas.MaxEntries(), queues: d.xsks.MaxEntries()})
+	if err != nil {
+		return fmt.Errorf("load this build's program to compare with the attached one: %w", err)
+	}
+	defer coll.Close()
+	fresh := coll.Programs[bpf.ProgClassify]
+	oldInfo, err := d.prog.Info()
+	if err != nil {
+		return fmt.Errorf("inspect attached program: %w", err)
+	}
+	newInfo, err := fresh.Info()
+	if err != nil {
+		return fmt.Errorf("inspect loaded program: %w", err)
+	}
+	if oldInfo.Tag == newInfo.Tag {
+		return nil
+	}
+	prog := coll.DetachProgram(bpf.ProgClassify)
+	if d.lnk != nil {
+		if err := d.lnk.Update(prog); err != nil {
+			prog.Close()
+			return fmt.Errorf("replace attached program %s (tag %s) through its bpf_link: %w", oldInfo.Name, oldInfo.Tag, attachErr(err))
+		}
+	} else {
+		flags := nl.XDP_FLAGS_DRV_MODE
+		if mode == ModeGeneric {
+			flags = nl.XDP_FLAGS_SKB_MODE
+		}
+		// Without XDP_FLAGS_UPDATE_IF_NOEXIST the kernel swaps programs
+		// in one step: no packet sees the link without one.
+		if err := netlink.LinkSetXdpFdWithFlags(l, prog.FD(), flags); err != nil {
+			prog.Close()
+			return fmt.Errorf("replace attached program %s (tag %s) through netlink: %w", oldInfo.Name, oldInfo.Tag, attachErr(err))
+		}
+		pin := filepath.Join(d.dir, pinProg)
+		if err := os.Remove(pin); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			prog.Close()
+			return fmt.Errorf("replace pin %s: %w", pin, attachErr(err))
+		}
+		if err := prog.Pin(pin); err != nil {
+			prog.Close()
+			return fmt.Errorf("pin replaced program: %w", err)
+		}
+	}
+	oldID, _ := oldInfo.ID()
+	newID := ebpf.ProgramID(0)
+	if ni, err := prog.Info(); err == nil {
+		newID, _ = ni.ID()
+	}
+	log.Info("replaced the attached xdpsec program with this build's; maps kept",
+		"link", d.ifname, "old_id", uint32(oldID), "old_tag", oldInfo.Tag, "new_id", uint32(newID), "new_tag", newInfo.Tag)
+	d.prog.Close()
+	d.prog = prog
+	var f uint32
+	if v := coll.Variables[bpf.VarFeatures]; v != nil && v.Get(&f) == nil {
+		d.features, d.featuresKnown = Features(f), true
+	}
+	return nil
 }
 
 // datapathFrom takes the program and maps out of coll and closes the rest.

@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
@@ -603,4 +604,155 @@ func TestAttachOverStalePins(t *testing.T) {
 	if id := xdpOn(t, p.A, p.IfA); id != 0 {
 		t.Errorf("program %d still attached after Detach", id)
 	}
+}
+
+// An xdpsec upgrade restarts over the pins of the previous build: Attach
+// must swap the program the old build left attached for its own (the old
+// one would keep running whatever this build fixed), keep the pinned maps
+// and their SAs, and leave an up-to-date program alone.
+func TestAttachReplacesAnotherBuildsProgram(t *testing.T) {
+	for _, viaNetlink := range []bool{false, true} {
+		t.Run(fmt.Sprintf("netlink=%v", viaNetlink), func(t *testing.T) {
+			p := testutil.NewVethPair(t)
+			opts := quietOptions(testPinRoot(t))
+			opts.Netlink = viaNetlink
+			var logged strings.Builder
+			opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+			detachAtEnd(t, p.A, p.IfA, opts)
+			key := SAKey{SPI: 0x7117, Dst: p.IPv4A, Proto: ProtoESP}
+
+			// "Another build": any other XDP program in xdpsec's place.
+			other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Name: "xdpsec_classify", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			otherInfo, _ := other.Info()
+			otherID, _ := otherInfo.ID()
+
+			var want string // the tag of this build's program
+			err = p.A.Do(func() error {
+				d, err := Attach(p.IfA, ModeNative, opts)
+				if err != nil {
+					return err
+				}
+				info, err := d.prog.Info()
+				if err != nil {
+					return err
+				}
+				want = info.Tag
+				if err := d.PutSA(key, SA{ID: 71}); err != nil {
+					return err
+				}
+				if err := d.SetConfig(DefaultConfig()); err != nil {
+					return err
+				}
+				// Put the other program in place the way that build would
+				// have attached it, pins included.
+				if viaNetlink {
+					l, err := netlink.LinkByName(p.IfA)
+					if err != nil {
+						return err
+					}
+					if err := netlink.LinkSetXdpFdWithFlags(l, other.FD(), nl.XDP_FLAGS_DRV_MODE); err != nil {
+						return err
+					}
+					os.Remove(filepath.Join(d.dir, pinProg))
+					if err := other.Pin(filepath.Join(d.dir, pinProg)); err != nil {
+						return err
+					}
+				} else if err := d.lnk.Update(other); err != nil {
+					return err
+				}
+				return d.Close()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id := xdpOn(t, p.A, p.IfA); ebpf.ProgramID(id) != otherID {
+				t.Fatalf("setup: program %d attached, want the other build's %d", id, otherID)
+			}
+
+			var firstID uint32
+			err = p.A.Do(func() error {
+				d, err := Attach(p.IfA, ModeAuto, opts)
+				if err != nil {
+					return fmt.Errorf("Attach over another build's program: %w", err)
+				}
+				defer d.Close()
+				if sa, _, err := d.LookupSA(key); err != nil || sa.ID != 71 {
+					return fmt.Errorf("pinned SA after the swap: %+v %v", sa, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			firstID = xdpOn(t, p.A, p.IfA)
+			prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(firstID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := prog.Info()
+			prog.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Tag != want || ebpf.ProgramID(firstID) == otherID {
+				t.Errorf("after Attach: program %d tag %s, want this build's tag %s", firstID, info.Tag, want)
+			}
+			if !strings.Contains(logged.String(), "replaced the attached xdpsec program") || !strings.Contains(logged.String(), otherInfo.Tag) {
+				t.Errorf("the swap was not logged with the old tag %s: %q", otherInfo.Tag, logged.String())
+			}
+
+			// The swapped-in program runs on the kept maps: ESP of the
+			// pinned SA is classified by it.
+			d, err := openIn(t, p.A, p.IfA, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			before, err := d.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendIP(t, p.B, 50, p.IPv4A, esp(0x7117, 32))
+			got := waitCounters(t, d.Maps, map[Reason]uint64{ReasonSteerFallback: before[ReasonSteerFallback] + 1})
+			if got[ReasonSteerFallback] != before[ReasonSteerFallback]+1 {
+				t.Errorf("steer-fallback moved by %d, want 1", got[ReasonSteerFallback]-before[ReasonSteerFallback])
+			}
+
+			// Up to date: a further Attach changes nothing.
+			logged.Reset()
+			err = p.A.Do(func() error {
+				d, err := Attach(p.IfA, ModeAuto, opts)
+				if err != nil {
+					return err
+				}
+				return d.Close()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id := xdpOn(t, p.A, p.IfA); id != firstID || strings.Contains(logged.String(), "replaced") {
+				t.Errorf("re-Attach of the same build: program %d (was %d), log %q", id, firstID, logged.String())
+			}
+			if err := p.A.Do(func() error { return Detach(p.IfA, opts) }); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// openIn opens xdpsec on ifname inside ns.
+func openIn(t *testing.T, ns *testutil.NS, ifname string, opts Options) (d *Datapath, err error) {
+	t.Helper()
+	err = ns.Do(func() error {
+		d, err = Open(ifname, opts)
+		return err
+	})
+	return d, err
 }
