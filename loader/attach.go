@@ -161,6 +161,9 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
 	}
 	dir := filepath.Join(opts.PinRoot, ifname)
+	if err := adoptRenamedPins(l, opts.PinRoot, dir, opts.Logger); err != nil {
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
 
 	d, err := open(l, dir)
 	switch {
@@ -469,11 +472,68 @@ func Open(ifname string, opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
 	}
-	d, err := open(l, filepath.Join(opts.PinRoot, ifname))
+	dir := filepath.Join(opts.PinRoot, ifname)
+	if err := adoptRenamedPins(l, opts.PinRoot, dir, opts.Logger); err != nil {
+		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
+	}
+	d, err := open(l, dir)
 	if err != nil {
 		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
 	}
 	return d, nil
+}
+
+// adoptRenamedPins: pins are keyed by interface name, so an interface
+// renamed while attached (ip link set NAME name NEW, udev) would look
+// unattached under its new name, and xdpsec's own program on it foreign.
+// When dir (root/ifname) does not exist but the program attached to l is
+// the one pinned in another directory of root (same program id: ids are
+// global, so this cannot match another namespace's link), that directory
+// is renamed to dir.
+func adoptRenamedPins(l netlink.Link, root, dir string, log *slog.Logger) error {
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	id, _, ok := xdpProgID(l)
+	if !ok {
+		return nil
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil // no root: nothing pinned anywhere
+	}
+	for _, e := range entries {
+		old := filepath.Join(root, e.Name())
+		if !e.IsDir() || pinnedProgramID(old) != id {
+			continue
+		}
+		if err := os.Rename(old, dir); err != nil {
+			return fmt.Errorf("move the pins of renamed interface %s from %s to %s: %w", l.Attrs().Name, old, dir, attachErr(err))
+		}
+		log.Info("interface renamed while xdpsec was attached; moved its pins", "from", e.Name(), "to", l.Attrs().Name)
+		return nil
+	}
+	return nil
+}
+
+// pinnedProgramID returns the id of the program pinned in dir (through its
+// bpf_link or directly), 0 if none.
+func pinnedProgramID(dir string) ebpf.ProgramID {
+	if lnk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+		defer lnk.Close()
+		if info, err := lnk.Info(); err == nil {
+			return info.Program
+		}
+		return 0
+	}
+	if prog, err := ebpf.LoadPinnedProgram(filepath.Join(dir, pinProg), nil); err == nil {
+		defer prog.Close()
+		if info, err := prog.Info(); err == nil {
+			id, _ := info.ID()
+			return id
+		}
+	}
+	return 0
 }
 
 func open(l netlink.Link, dir string) (*Datapath, error) {
@@ -575,6 +635,11 @@ func Detach(ifname string, opts Options) error {
 	opts = opts.withDefaults()
 	dir := filepath.Join(opts.PinRoot, ifname)
 	l, lerr := findLink(ifname)
+	if lerr == nil {
+		if err := adoptRenamedPins(l, opts.PinRoot, dir, opts.Logger); err != nil {
+			return fmt.Errorf("detach xdp from %s: %w", ifname, err)
+		}
+	}
 	if _, err := os.Stat(dir); err != nil {
 		if lerr != nil {
 			return fmt.Errorf("detach xdp from %s: %w", ifname, lerr)

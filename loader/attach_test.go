@@ -756,3 +756,109 @@ func openIn(t *testing.T, ns *testutil.NS, ifname string, opts Options) (d *Data
 	})
 	return d, err
 }
+
+// Pins are keyed by interface name. An interface renamed while attached
+// keeps xdpsec (the program follows the ifindex): Open, Attach and Detach
+// under the new name find the pins (moved on first use) instead of calling
+// xdpsec's own program foreign. An interface deleted while attached takes
+// the program with it; Detach by the old name removes the pins.
+func TestInterfaceRenamedOrDeletedWhileAttached(t *testing.T) {
+	for _, viaNetlink := range []bool{false, true} {
+		t.Run(fmt.Sprintf("netlink=%v", viaNetlink), func(t *testing.T) {
+			p := testutil.NewVethPair(t)
+			root := testPinRoot(t)
+			opts := quietOptions(root)
+			opts.Netlink = viaNetlink
+			renamed := p.IfA + "n"
+			detachAtEnd(t, p.A, p.IfA, opts)
+			detachAtEnd(t, p.A, renamed, opts)
+			key := SAKey{SPI: 0x7227, Dst: p.IPv4A, Proto: ProtoESP}
+
+			err := p.A.Do(func() error {
+				d, err := Attach(p.IfA, ModeNative, opts)
+				if err != nil {
+					return err
+				}
+				if err := d.PutSA(key, SA{ID: 72}); err != nil {
+					return err
+				}
+				d.Close()
+				l, err := netlink.LinkByName(p.IfA)
+				if err != nil {
+					return err
+				}
+				// A link must be down to be renamed.
+				if err := netlink.LinkSetDown(l); err != nil {
+					return err
+				}
+				if err := netlink.LinkSetName(l, renamed); err != nil {
+					return err
+				}
+				if err := netlink.LinkSetUp(l); err != nil {
+					return err
+				}
+
+				o, err := Open(renamed, opts)
+				if err != nil {
+					return fmt.Errorf("Open under the new name: %w", err)
+				}
+				sa, _, err := o.LookupSA(key)
+				o.Close()
+				if err != nil || sa.ID != 72 {
+					return fmt.Errorf("pinned SA under the new name: %+v %v", sa, err)
+				}
+				if _, err := os.Stat(filepath.Join(root, p.IfA)); !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("old pin directory still there: %v", err)
+				}
+				a, err := Attach(renamed, ModeAuto, opts)
+				if err != nil {
+					return fmt.Errorf("Attach under the new name: %w", err)
+				}
+				a.Close()
+				return Detach(renamed, opts)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id := xdpOn(t, p.A, renamed); id != 0 {
+				t.Errorf("program %d still attached after Detach under the new name", id)
+			}
+
+			// Deleted while attached: the kernel detaches; the pins stay
+			// until Detach by the old name removes them.
+			err = p.A.Do(func() error {
+				l, err := netlink.LinkByName(renamed)
+				if err != nil {
+					return err
+				}
+				if err := netlink.LinkSetDown(l); err != nil {
+					return err
+				}
+				if err := netlink.LinkSetName(l, p.IfA); err != nil {
+					return err
+				}
+				d, err := Attach(p.IfA, ModeNative, opts)
+				if err != nil {
+					return err
+				}
+				d.Close()
+				if err := netlink.LinkDel(l); err != nil {
+					return err
+				}
+				if _, err := Open(p.IfA, opts); !errors.Is(err, ErrLinkNotFound) {
+					return fmt.Errorf("Open of a deleted interface = %v, want ErrLinkNotFound", err)
+				}
+				if err := Detach(p.IfA, opts); err != nil {
+					return fmt.Errorf("Detach of a deleted interface with pins: %w", err)
+				}
+				if err := Detach(p.IfA, opts); !errors.Is(err, ErrLinkNotFound) {
+					return fmt.Errorf("second Detach = %v, want ErrLinkNotFound", err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

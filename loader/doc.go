@@ -32,5 +32,10 @@
 // missing (ENOSYS), errors wrap ErrNoBPF.
 //
 // Pins are keyed by interface name: two network namespaces that both attach
-// to an interface with the same name must use different PinRoots.
+// to an interface with the same name must use different PinRoots. An
+// interface renamed while attached keeps its program (the kernel follows the
+// ifindex); Attach, Open and Detach under the new name move its pins there.
+// One deleted while attached loses its program; Detach by the old name
+// removes the pins. Attach over pins of another xdpsec build swaps in this
+// build's program (compared by kernel tag), keeping the maps.
 package loader
