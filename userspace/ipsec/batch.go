@@ -143,8 +143,8 @@ func (sa *SA) encryptRun(sc *Scratch, pkts []Packet, errs []error) int {
 	}
 	var seq uint64
 	var got int
-	expired := sa.hard.Load()
-	if !expired {
+	st := sa.refused()
+	if st == 0 {
 		seq, got = sa.reserveSeq(valid)
 	}
 	s := sa.scratchFor(sc)
@@ -159,8 +159,8 @@ func (sa *SA) encryptRun(sc *Scratch, pkts []Packet, errs []error) int {
 			continue
 		}
 		switch {
-		case expired:
-			errs[i] = ErrExpired
+		case st != 0:
+			errs[i] = refusal(st)
 			continue
 		case done == got:
 			errs[i] = ErrSeqOverflow

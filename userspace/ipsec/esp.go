@@ -32,8 +32,8 @@ func (sa *SA) encrypt(sc *Scratch, frame []byte, off, n int) (outOff, outN int, 
 	if err := sa.checkOut(frame, off, n, &in); err != nil {
 		return 0, 0, err
 	}
-	if sa.hard.Load() {
-		return 0, 0, ErrExpired
+	if st := sa.refused(); st != 0 {
+		return 0, 0, refusal(st)
 	}
 	seq, err := sa.nextSeq()
 	if err != nil {
@@ -426,8 +426,11 @@ func (sa *SA) decryptParsed(sc *Scratch, frame []byte, off int, o *Outer, r *Res
 		r.Verdict = VerdictNoState
 		return
 	}
-	if sa.hard.Load() {
+	if st := sa.refused(); st != 0 {
 		r.Verdict = VerdictExpired
+		if st&stateDead != 0 {
+			r.Verdict = VerdictNoState
+		}
 		return
 	}
 	if off < 0 || off+o.Len > len(frame) || o.Off+8 > o.Len {

@@ -122,6 +122,9 @@ var (
 	ErrSeqOverflow = errors.New("outbound sequence number exhausted, rekey the SA")
 	// ErrExpired: the SA reached a hard lifetime limit.
 	ErrExpired = errors.New("SA reached its hard lifetime")
+	// ErrDeleted: the SA was deleted (Invalidate) after the caller looked
+	// it up.
+	ErrDeleted = errors.New("SA was deleted")
 	// ErrNoRoom: the frame lacks the headroom or tailroom Overhead reports.
 	ErrNoRoom = errors.New("frame lacks headroom or tailroom for the IPsec headers")
 	// ErrBadPacket: the packet to protect is not a well-formed IP packet of

@@ -68,8 +68,10 @@ type SA struct {
 	limited        bool
 	acc            atomic.Uint64
 	accMu          sync.Mutex // serialises flushing acc, and Stats
-	soft, hard     atomic.Bool
-	hardBy         atomic.Pointer[string] // the limit that set hard
+	soft           atomic.Bool
+	state          atomic.Uint32          // stateHard
+	dead           *atomic.Uint32         // stateDead once invalidated; shared with replaced SAs
+	hardBy         atomic.Pointer[string] // the limit that set stateHard
 
 	keyed bool      // scratch holds keyed state (HMAC, CBC): use pool, not Scratch
 	pool  sync.Pool // *scratch
@@ -130,8 +132,9 @@ func newSA(p SAParams, encOnly bool) (*SA, error) {
 // same size and the same ESN setting they share one window as well (raised
 // to p.InSeq), so a packet accepted through either SA is a replay for both;
 // otherwise the new window starts at the higher of prev's top and p.InSeq
-// and the caller copies what else it needs. Lifetime counters are not
-// shared. Errors are NewSA's.
+// and the caller copies what else it needs. Invalidating any SA of such a
+// chain invalidates all of them. Lifetime counters are not shared. Errors
+// are NewSA's.
 func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 	if prev == nil {
 		return nil, fmt.Errorf("SA spi %#x: replacing a nil SA", p.SPI)
@@ -150,6 +153,7 @@ func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 		}
 	}
 	sa.outSeq = prev.outSeq
+	sa.dead = prev.dead
 	if prev.win.Size() == sa.win.Size() && prev.p.ESN == sa.p.ESN {
 		if p.InSeq > prev.win.Top() {
 			prev.win.Accept(p.InSeq) // an error means another packet moved it further
@@ -192,6 +196,7 @@ func (sa *SA) init(encOnly bool) error {
 		return fmt.Errorf("initial sequence numbers above 2^32-1 need flag esn")
 	}
 	sa.outSeq = new(atomic.Uint64)
+	sa.dead = new(atomic.Uint32)
 	sa.outSeq.Store(p.OutSeq)
 	w, err := replay.New(p.ReplayWindow, p.ESN, p.InSeq)
 	if err != nil {
@@ -541,7 +546,35 @@ func (sa *SA) count(n int) bool {
 // first limit reached is the one HardLimit reports.
 func (sa *SA) expire(limit string) {
 	sa.hardBy.CompareAndSwap(nil, &limit)
-	sa.hard.Store(true)
+	sa.state.Or(stateHard)
+}
+
+// SA states (SA.state bits).
+const (
+	stateHard = 1 << iota // a hard lifetime limit was reached
+	stateDead             // Invalidate was called
+)
+
+// Invalidate marks the SA deleted, irreversibly, together with every SA it
+// replaced or that replaced it (NewSAReplacing): from then on Encrypt and
+// EncryptBatch fail with ErrDeleted and Decrypt answers VerdictNoState, so
+// a worker that looked the SA up just before its database removed it does
+// not go on using it (Linux's XFRM_STATE_DEAD). A packet already past the
+// check when Invalidate runs completes.
+func (sa *SA) Invalidate() { sa.dead.Store(stateDead) }
+
+// Invalid reports whether Invalidate was called.
+func (sa *SA) Invalid() bool { return sa.dead.Load() != 0 }
+
+// refused returns the SA's state bits; non-zero refuses packets.
+func (sa *SA) refused() uint32 { return sa.state.Load() | sa.dead.Load() }
+
+// refusal is the error Encrypt returns for a non-zero state st.
+func refusal(st uint32) error {
+	if st&stateDead != 0 {
+		return ErrDeleted
+	}
+	return ErrExpired
 }
 
 // HardLimit names the hard lifetime limit the SA reached: "packets",
@@ -566,7 +599,7 @@ func (sa *SA) flushAcc() {
 func (sa *SA) SoftExpired() bool { return sa.soft.Load() }
 
 // HardExpired reports whether the SA reached a hard lifetime limit.
-func (sa *SA) HardExpired() bool { return sa.hard.Load() }
+func (sa *SA) HardExpired() bool { return sa.state.Load()&stateHard != 0 }
 
 // Stats returns the packets and bytes counted against the lifetimes.
 func (sa *SA) Stats() Stats {

@@ -227,3 +227,50 @@ func TestSpecFlagsReachTransform(t *testing.T) {
 		t.Fatal("no flags, yet NoECN or NoEncapDSCP")
 	}
 }
+
+// TestSADDeleteInvalidatesInFlight: a worker that looked an SA up before
+// Delete cannot use it after: inbound packets are no-state, outbound
+// encryption fails with ipsec.ErrDeleted (as Linux drops packets of a
+// dead state). An Update, by contrast, leaves the old SA usable.
+func TestSADDeleteInvalidatesInFlight(t *testing.T) {
+	tx, rx := NewSAD(Config{}), NewSAD(Config{})
+	spec := mustSA(t, gcmSpec(0x2600, ""))
+	txa, _ := tx.Add(spec)
+	rxa, err := rx.Add(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := encrypt(t, txa, 1), encrypt(t, txa, 2)
+	f := append([]byte(nil), p1.frame...)
+	if r := rxa.Transform().Decrypt(f, p1.off, p1.n); r.Verdict != ipsec.VerdictOK {
+		t.Fatalf("before delete: %v", r.Verdict)
+	}
+	if _, err := rx.Update(mustSA(t, gcmSpec(0x2600, "limit packet-soft 100"))); err != nil {
+		t.Fatal(err)
+	}
+	cur := rx.Lookup(spec.SPI, spec.Dst, ipsec.ProtoESP)
+	if cur.Transform().Invalid() || rxa.Transform().Invalid() {
+		t.Fatal("an update invalidated an SA")
+	}
+	if err := rx.Delete(spec.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Delete(spec.Key()); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []*Association{rxa, cur} {
+		f := append([]byte(nil), p2.frame...)
+		if r := a.Transform().Decrypt(f, p2.off, p2.n); r.Verdict != ipsec.VerdictNoState {
+			t.Fatalf("inbound packet on a deleted SA: %v, want no-state", r.Verdict)
+		}
+	}
+	fr, off, n := innerPacket(3)
+	if _, _, err := txa.Transform().Encrypt(fr, off, n); !errors.Is(err, ipsec.ErrDeleted) {
+		t.Fatalf("outbound packet on a deleted SA: %v, want ErrDeleted", err)
+	}
+	pk := []ipsec.Packet{{Frame: fr, Off: off, N: n}}
+	errs := make([]error, 1)
+	if txa.Transform().EncryptBatch(nil, pk, errs) != 0 || !errors.Is(errs[0], ipsec.ErrDeleted) {
+		t.Fatalf("EncryptBatch on a deleted SA: %v", errs[0])
+	}
+}

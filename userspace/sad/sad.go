@@ -11,8 +11,9 @@
 // reload, Tick) are serialized by a mutex, copy the snapshot, change the
 // copy and publish it. A delete therefore takes effect for every lookup
 // that starts after Delete returns; a worker that looked the SA up just
-// before keeps a valid *Association for the packet in hand, and the next
-// lookup misses (the packet after is "no state"). Writes cost O(number of
+// before keeps a valid *Association, but its transform refuses packets
+// from the moment Delete invalidates it (a packet already past that check
+// completes), and the next lookup misses: both say "no state". Writes cost O(number of
 // entries); the databases are built for thousands of SAs changing a few
 // times a second, not for millions.
 //
@@ -390,7 +391,10 @@ func (d *SAD) Set(spec *SASpec) (a *Association, replaced bool, err error) {
 }
 
 // Delete removes the SA with key k. Lookups that start after Delete
-// returns miss it.
+// returns miss it, and a worker that looked it up before gets no further
+// use of it: its transform is invalidated (ipsec.SA.Invalidate: Encrypt
+// fails with ipsec.ErrDeleted, Decrypt says no-state), as Linux drops
+// packets of a dead state. A packet already being processed completes.
 func (d *SAD) Delete(k SAKey) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -400,6 +404,7 @@ func (d *SAD) Delete(k SAKey) error {
 		return fmt.Errorf("delete SA %s: %w", k, ErrNotFound)
 	}
 	d.publish(t, old, nil)
+	old.sa.Invalidate()
 	return nil
 }
 
@@ -563,6 +568,7 @@ func (d *SAD) Tick(now time.Time) []Expiry {
 			// in between installed a new SA that is not expired.
 			if t := d.cur.Load(); d.find(t, a.key) == a {
 				d.publish(t, a, nil)
+				a.sa.Invalidate()
 			}
 		}
 		d.mu.Unlock()
