@@ -42,7 +42,11 @@ func (m *Maps) close() {
 	}
 }
 
-// PutSA adds the SA, or updates it in place keeping its counters.
+// PutSA adds the SA, or updates it in place keeping its counters. Updating
+// is safe while attached: the kernel rewrites an existing per-CPU element in
+// place, so a packet never misses the SA during the write. Putting an
+// unchanged SA writes nothing; changing one may lose the increments the
+// program makes between PutSA's read and write (microseconds).
 func (m *Maps) PutSA(k SAKey, sa SA) error {
 	key, err := k.marshal()
 	if err != nil {
@@ -54,6 +58,13 @@ func (m *Maps) PutSA(k SAKey, sa SA) error {
 	var cur []bpf.SA
 	if err := m.sas.Lookup(&key, &cur); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("look up SA %s: %w", k, err)
+	}
+	// Unchanged: write nothing. A per-CPU value can only be written whole,
+	// so a write carries the counters read above back, and whatever the
+	// program counted in between is lost; a reload re-putting every SA
+	// must not cost that.
+	if len(cur) > 0 && cur[0].SaId == sa.ID && cur[0].EncapDport == sa.EncapPort {
+		return nil
 	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
