@@ -69,6 +69,7 @@ tunnel_start() {
 	for s in a b; do
 		cp "examples/tunnel-$s.conf" "examples/tunnel-$s.keys" "$WORK/"
 		chmod 600 "$WORK/tunnel-$s.keys"
+		chmod go-w "$WORK/tunnel-$s.conf" # the daemon refuses a config others may write
 		{
 			printf 'pin %s\ncontrol %s\n' "$WORK/bpf" "$WORK/run-$s/control.sock"
 			for line in "$@"; do printf '%s\n' "$line"; done
