@@ -76,8 +76,10 @@ type Options struct {
 	// DefaultPinRoot when empty.
 	PinRoot string
 	// MaxSAs sizes the SA map (DefaultMaxSAs when 0). Queues sizes the XSK
-	// map (DefaultQueues when 0). Both apply when the maps are created;
-	// pinned maps of another size make Attach fail (detach first).
+	// map (when 0: DefaultQueues, or the link's rx queue count if larger;
+	// Attach warns when a given Queues is below that count). Both apply
+	// when the maps are created; pinned maps of another size make Attach
+	// fail (detach first).
 	MaxSAs uint32
 	Queues uint32
 	// Config is written when Attach creates the maps; DefaultConfig when
@@ -155,10 +157,21 @@ func xdpProgID(l netlink.Link) (ebpf.ProgramID, Mode, bool) {
 // A foreign XDP program makes Attach fail with ErrForeignProgram unless
 // opts.Force. On failure nothing Attach created is left behind.
 func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
+	queuesGiven := opts.Queues != 0
 	opts = opts.withDefaults()
 	l, err := findLink(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	// The XSK map is indexed by rx queue: a queue beyond it is never
+	// steered (its IPsec falls back to the kernel, as steer-fallback).
+	if rxq := uint32(max(l.Attrs().NumRxQueues, 0)); rxq > opts.Queues {
+		if !queuesGiven {
+			opts.Queues = rxq
+		} else {
+			opts.Logger.Warn("the XSK map has fewer slots than the link has rx queues: IPsec on the others is never steered",
+				"link", ifname, "rx_queues", rxq, "xsk_slots", opts.Queues)
+		}
 	}
 	dir := filepath.Join(opts.PinRoot, ifname)
 	if err := adoptRenamedPins(l, opts.PinRoot, dir, opts.Logger); err != nil {

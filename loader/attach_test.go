@@ -862,3 +862,94 @@ func TestInterfaceRenamedOrDeletedWhileAttached(t *testing.T) {
 		})
 	}
 }
+
+// The XSK map is indexed by rx queue: by default Attach sizes it to the
+// link's rx queue count when that exceeds DefaultQueues (a queue beyond the
+// map would never be steered), and warns when a given size is too small.
+func TestAttachSizesXSKMapToRxQueues(t *testing.T) {
+	ns := testutil.NewNS(t, "xskq")
+	const rxq = DefaultQueues + 44
+	err := ns.Do(func() error {
+		return netlink.LinkAdd(&netlink.Veth{
+			LinkAttrs: netlink.LinkAttrs{Name: "mq0", NumRxQueues: rxq, NumTxQueues: rxq},
+			PeerName:  "mq1",
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.MustRun(t, "ip", "link", "set", "mq0", "up")
+	ns.MustRun(t, "ip", "link", "set", "mq1", "up")
+	for _, given := range []uint32{0, 8} {
+		opts := quietOptions(testPinRoot(t))
+		opts.Queues = given
+		var logged strings.Builder
+		opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		detachAtEnd(t, ns, "mq0", opts)
+		err := ns.Do(func() error {
+			d, err := Attach("mq0", ModeNative, opts)
+			if err != nil {
+				return err
+			}
+			defer d.Detach(opts)
+			want := uint32(rxq)
+			if given != 0 {
+				want = given
+			}
+			if got := d.xsks.MaxEntries(); got != want {
+				return fmt.Errorf("Queues %d: XSK map has %d slots, want %d", given, got, want)
+			}
+			if err := d.SetXSK(want, 0); err == nil || !strings.Contains(err.Error(), "slots") {
+				return fmt.Errorf("SetXSK beyond the map = %v, want an error naming the slots", err)
+			}
+			// A packet of a known SA on a queue beyond the map, and on one
+			// inside it without a socket: both fall back to the kernel.
+			key := SAKey{SPI: 0x7337, Dst: netip.MustParseAddr(dst4), Proto: ProtoESP}
+			if err := d.PutSA(key, SA{ID: 73}); err != nil {
+				return err
+			}
+			l, err := netlink.LinkByName("mq0")
+			if err != nil {
+				return err
+			}
+			queues := []uint32{want - 1}
+			if want < rxq {
+				queues = append(queues, want+5)
+			}
+			for _, q := range queues {
+				before, err := d.Counters()
+				if err != nil {
+					return err
+				}
+				// struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+				frame := v4{dst: dst4, proto: 50, payload: esp(0x7337, 32)}.frame()
+				ctx := [6]uint32{1: uint32(len(frame)), 3: uint32(l.Attrs().Index), 4: q}
+				ret, err := d.prog.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
+				if err != nil {
+					return fmt.Errorf("run on rx queue %d: %w", q, err)
+				}
+				after, err := d.Counters()
+				if err != nil {
+					return err
+				}
+				if ret != 2 || after[ReasonSteerFallback]-before[ReasonSteerFallback] != 1 {
+					var moved []string
+					for r := range NumReasons {
+						if d := after[r] - before[r]; d != 0 {
+							moved = append(moved, fmt.Sprintf("%s +%d", ReasonName(Reason(r)), d))
+						}
+					}
+					return fmt.Errorf("rx queue %d of %d slots: action %d, counters %v; want XDP_PASS, steer-fallback +1", q, want, ret, moved)
+				}
+			}
+			warned := strings.Contains(logged.String(), "fewer slots than the link has rx queues")
+			if warned != (given != 0) {
+				return fmt.Errorf("Queues %d: warning logged %v: %q", given, warned, logged.String())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
