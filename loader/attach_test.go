@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
 )
@@ -952,4 +953,72 @@ func TestAttachSizesXSKMapToRxQueues(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// bpffs: Attach mounts it on /sys/fs/bpf when nothing is mounted there (as
+// iproute2 and bpftool do), and refuses a PinRoot on another filesystem
+// with one line saying how to fix it, leaving nothing behind.
+func TestAttachBPFFS(t *testing.T) {
+	p := testutil.NewVethPair(t)
+	t.Run("not mounted", func(t *testing.T) {
+		var logged strings.Builder
+		opts := quietOptions(testPinRoot(t))
+		opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		errc := make(chan error, 1)
+		go func() {
+			// A private mount namespace on a thread of its own, where
+			// /sys/fs/bpf is unmounted; the thread is never unlocked, so
+			// the namespace dies with it (and the pins in it).
+			runtime.LockOSThread()
+			errc <- func() error {
+				if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+					return fmt.Errorf("unshare mount namespace: %w", err)
+				}
+				if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+					return fmt.Errorf("make mounts private: %w", err)
+				}
+				for i := 0; i < 8 && unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH) == nil; i++ {
+				}
+				var st unix.Statfs_t
+				if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type == unix.BPF_FS_MAGIC {
+					return fmt.Errorf("setup: /sys/fs/bpf still bpffs (%v)", err)
+				}
+				if err := netns.Set(p.A.Handle()); err != nil {
+					return err
+				}
+				d, err := Attach(p.IfA, ModeNative, opts)
+				if err != nil {
+					return fmt.Errorf("Attach without bpffs mounted: %w", err)
+				}
+				if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+					return fmt.Errorf("Attach did not mount bpffs (%v)", err)
+				}
+				if !strings.Contains(logged.String(), "mounted the BPF filesystem") {
+					return fmt.Errorf("mount not logged: %q", logged.String())
+				}
+				return d.Detach(opts)
+			}()
+		}()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if id := xdpOn(t, p.A, p.IfA); id != 0 {
+			t.Errorf("program %d left attached", id)
+		}
+	})
+	t.Run("pin root elsewhere", func(t *testing.T) {
+		root := filepath.Join(t.TempDir(), "pins")
+		opts := quietOptions(root)
+		err := p.A.Do(func() error { _, err := Attach(p.IfA, ModeNative, opts); return err })
+		if !errors.Is(err, ErrNoBPF) || !strings.Contains(err.Error(), "not on a bpf filesystem") ||
+			!strings.Contains(err.Error(), "mount -t bpf") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Attach with PinRoot on tmpfs = %v, want one line wrapping ErrNoBPF with the mount command", err)
+		}
+		if id := xdpOn(t, p.A, p.IfA); id != 0 {
+			t.Errorf("refused Attach left program %d", id)
+		}
+		if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("refused Attach left %s: %v", root, err)
+		}
+	})
 }
