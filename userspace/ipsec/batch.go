@@ -69,7 +69,7 @@ func (sa *SA) countBatch(packets, bytes uint64) {
 	if packets == 0 {
 		return
 	}
-	if v := sa.acc.Add(packets<<accPkShift | bytes); v>>accPkShift >= accFlushPk || v&accByMask >= accFlushBy {
+	if v := sa.use.acc.Add(packets<<accPkShift | bytes); v>>accPkShift >= accFlushPk || v&accByMask >= accFlushBy {
 		sa.flushAcc()
 	}
 }

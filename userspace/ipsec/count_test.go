@@ -38,7 +38,7 @@ func TestPackedCounts(t *testing.T) {
 	}
 	// Push the packed packet field to its flush point: the next packet
 	// must move everything into the wide counters and lose nothing.
-	sa.acc.Add((accFlushPk - 1 - workers*each) << accPkShift)
+	sa.use.acc.Add((accFlushPk - 1 - workers*each) << accPkShift)
 	want.Packets = accFlushPk - 1
 	if got := sa.Stats(); got != want {
 		t.Fatalf("before flush: Stats = %+v, want %+v", got, want)
@@ -52,11 +52,11 @@ func TestPackedCounts(t *testing.T) {
 	if got := sa.Stats(); got != want {
 		t.Fatalf("after flush: Stats = %+v, want %+v", got, want)
 	}
-	if sa.acc.Load() != 0 || sa.packets.Load() != want.Packets {
-		t.Fatalf("flush left acc %#x, packets %d", sa.acc.Load(), sa.packets.Load())
+	if sa.use.acc.Load() != 0 || sa.use.packets.Load() != want.Packets {
+		t.Fatalf("flush left acc %#x, packets %d", sa.use.acc.Load(), sa.use.packets.Load())
 	}
 	// Same for the byte field.
-	sa.acc.Add(accFlushBy - 1)
+	sa.use.acc.Add(accFlushBy - 1)
 	want.Bytes += accFlushBy - 1
 	copy(f[testHead:], pkt)
 	if _, _, err := sa.Encrypt(f, testHead, len(pkt)); err != nil {
@@ -64,7 +64,7 @@ func TestPackedCounts(t *testing.T) {
 	}
 	want.Packets++
 	want.Bytes += uint64(len(pkt))
-	if got := sa.Stats(); got != want || sa.acc.Load() != 0 {
-		t.Fatalf("after byte flush: Stats = %+v (acc %#x), want %+v", got, sa.acc.Load(), want)
+	if got := sa.Stats(); got != want || sa.use.acc.Load() != 0 {
+		t.Fatalf("after byte flush: Stats = %+v (acc %#x), want %+v", got, sa.use.acc.Load(), want)
 	}
 }

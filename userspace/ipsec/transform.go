@@ -61,17 +61,14 @@ type SA struct {
 	outSeq *atomic.Uint64
 	win    *replay.Window
 
-	// packets and bytes count exactly, one atomic add each, when the SA
-	// has packet or byte limits (limited); otherwise acc counts both in one
-	// add and is flushed into them (see count).
-	packets, bytes atomic.Uint64
-	limited        bool
-	acc            atomic.Uint64
-	accMu          sync.Mutex // serialises flushing acc, and Stats
-	soft           atomic.Bool
-	state          atomic.Uint32          // stateHard
-	dead           *atomic.Uint32         // stateDead once invalidated; shared with replaced SAs
-	hardBy         atomic.Pointer[string] // the limit that set stateHard
+	// use counts what the lifetimes limit; it is shared with the SA this
+	// one replaced in place, if any (NewSAReplacing).
+	use     *usage
+	limited bool // packet or byte limits: count exactly (see count)
+	soft    atomic.Bool
+	state   atomic.Uint32          // stateHard
+	dead    *atomic.Uint32         // stateDead once invalidated; shared with replaced SAs
+	hardBy  atomic.Pointer[string] // the limit that set stateHard
 
 	keyed bool      // scratch holds keyed state (HMAC, CBC): use pool, not Scratch
 	pool  sync.Pool // *scratch
@@ -84,6 +81,16 @@ type SA struct {
 	tosMask  uint8 // inner TOS / traffic class bits copied to the outer header
 
 	head, tail int // Overhead
+}
+
+// usage is what an SA (and the SAs that replaced it in place) protected or
+// verified. packets and bytes count exactly, one atomic add each, for SAs
+// with packet or byte limits; for the others acc counts both in one add
+// and is flushed into them (see count).
+type usage struct {
+	packets, bytes atomic.Uint64
+	acc            atomic.Uint64
+	mu             sync.Mutex // serialises flushing acc, and Stats
 }
 
 // scratch is per-call state; a pool per SA hands one to each call so
@@ -133,8 +140,10 @@ func newSA(p SAParams, encOnly bool) (*SA, error) {
 // to p.InSeq), so a packet accepted through either SA is a replay for both;
 // otherwise the new window starts at the higher of prev's top and p.InSeq
 // and the caller copies what else it needs. Invalidating any SA of such a
-// chain invalidates all of them. Lifetime counters are not shared. Errors
-// are NewSA's.
+// chain invalidates all of them. The lifetime counters are shared too:
+// p.Lifetime's limits apply to what prev and the new SA counted together,
+// so a limit holds across the switch (Stats continues). Errors are
+// NewSA's.
 func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 	if prev == nil {
 		return nil, fmt.Errorf("SA spi %#x: replacing a nil SA", p.SPI)
@@ -153,6 +162,7 @@ func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 		}
 	}
 	sa.outSeq = prev.outSeq
+	sa.use = prev.use
 	sa.dead = prev.dead
 	if prev.win.Size() == sa.win.Size() && prev.p.ESN == sa.p.ESN {
 		if p.InSeq > prev.win.Top() {
@@ -196,6 +206,7 @@ func (sa *SA) init(encOnly bool) error {
 		return fmt.Errorf("initial sequence numbers above 2^32-1 need flag esn")
 	}
 	sa.outSeq = new(atomic.Uint64)
+	sa.use = new(usage)
 	sa.dead = new(atomic.Uint32)
 	sa.outSeq.Store(p.OutSeq)
 	w, err := replay.New(p.ReplayWindow, p.ESN, p.InSeq)
@@ -512,25 +523,30 @@ const (
 // when the packet crosses a hard limit (the SA is then hard-expired).
 func (sa *SA) count(n int) bool {
 	if !sa.limited {
-		if v := sa.acc.Add(1<<accPkShift | uint64(n)); v>>accPkShift >= accFlushPk || v&accByMask >= accFlushBy {
+		if v := sa.use.acc.Add(1<<accPkShift | uint64(n)); v>>accPkShift >= accFlushPk || v&accByMask >= accFlushBy {
 			sa.flushAcc()
 		}
 		return true
+	}
+	u := sa.use
+	if u.acc.Load() != 0 {
+		// An SA without limits that this one replaced counted packed.
+		sa.flushAcc()
 	}
 	// A packet that does not fit under a hard limit takes its counts back:
 	// the counters hold exactly what the SA protected or verified, and
 	// never more than a limit, however many goroutines race at it.
 	lt := &sa.p.Lifetime
-	pk := sa.packets.Add(1)
+	pk := u.packets.Add(1)
 	if lt.HardPackets != 0 && pk > lt.HardPackets {
-		sa.packets.Add(^uint64(0))
+		u.packets.Add(^uint64(0))
 		sa.expire("packets")
 		return false
 	}
-	by := sa.bytes.Add(uint64(n))
+	by := u.bytes.Add(uint64(n))
 	if lt.HardBytes != 0 && by > lt.HardBytes {
-		sa.bytes.Add(-uint64(n))
-		sa.packets.Add(^uint64(0))
+		u.bytes.Add(-uint64(n))
+		u.packets.Add(^uint64(0))
 		sa.expire("bytes")
 		return false
 	}
@@ -588,11 +604,12 @@ func (sa *SA) HardLimit() string {
 
 // flushAcc moves the packed counts into packets and bytes.
 func (sa *SA) flushAcc() {
-	sa.accMu.Lock()
-	v := sa.acc.Swap(0)
-	sa.packets.Add(v >> accPkShift)
-	sa.bytes.Add(v & accByMask)
-	sa.accMu.Unlock()
+	u := sa.use
+	u.mu.Lock()
+	v := u.acc.Swap(0)
+	u.packets.Add(v >> accPkShift)
+	u.bytes.Add(v & accByMask)
+	u.mu.Unlock()
 }
 
 // SoftExpired reports whether the SA crossed a soft lifetime limit.
@@ -603,8 +620,9 @@ func (sa *SA) HardExpired() bool { return sa.state.Load()&stateHard != 0 }
 
 // Stats returns the packets and bytes counted against the lifetimes.
 func (sa *SA) Stats() Stats {
-	sa.accMu.Lock()
-	defer sa.accMu.Unlock()
-	v := sa.acc.Load()
-	return Stats{Packets: sa.packets.Load() + v>>accPkShift, Bytes: sa.bytes.Load() + v&accByMask}
+	u := sa.use
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	v := u.acc.Load()
+	return Stats{Packets: u.packets.Load() + v>>accPkShift, Bytes: u.bytes.Load() + v&accByMask}
 }

@@ -274,3 +274,42 @@ func TestSADDeleteInvalidatesInFlight(t *testing.T) {
 		t.Fatalf("EncryptBatch on a deleted SA: %v", errs[0])
 	}
 }
+
+// TestSADUpdateLimitHoldsAcrossSwitch: a hard packet limit holds across an
+// in-place update although a worker still holding the old SA sends after
+// the switch: both count into one usage, so the SA pair protects exactly
+// the limit, no more.
+func TestSADUpdateLimitHoldsAcrossSwitch(t *testing.T) {
+	d := NewSAD(Config{})
+	old, err := d.Add(mustSA(t, gcmSpec(0x2700, "limit packet-hard 10")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(a *Association, k int) (sent int) {
+		for range k {
+			f, off, n := innerPacket(1)
+			if _, _, err := a.Transform().Encrypt(f, off, n); err == nil {
+				sent++
+			} else if !errors.Is(err, ipsec.ErrExpired) {
+				t.Fatalf("encrypt: %v", err)
+			}
+		}
+		return sent
+	}
+	total := send(old, 5)
+	cur, err := d.Update(mustSA(t, gcmSpec(0x2700, "limit packet-hard 10 limit packet-soft 8")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total += send(old, 3) // a worker that looked the old SA up before the switch
+	total += send(cur, 10)
+	if total != 10 {
+		t.Fatalf("%d packets protected under a hard limit of 10", total)
+	}
+	if st := cur.Transform().Stats(); st.Packets != 10 {
+		t.Fatalf("new SA counts %d packets, want 10 (5+3 by the old SA, 2 by itself)", st.Packets)
+	}
+	if !cur.Transform().HardExpired() || cur.Transform().HardLimit() != "packets" || !cur.Transform().SoftExpired() {
+		t.Fatalf("hard %v (%q) soft %v", cur.Transform().HardExpired(), cur.Transform().HardLimit(), cur.Transform().SoftExpired())
+	}
+}

@@ -324,9 +324,10 @@ func (d *SAD) Add(spec *SASpec) (*Association, error) {
 //     (with unchanged keys that would repeat a GCM/ChaCha20/CTR nonce);
 //   - the inbound replay window carries over (see below); spec's
 //     replay-seq raises its highest number if it is higher;
-//   - byte and packet lifetimes keep counting: the new SA's limits are
-//     reduced by what the old SA already used, and Added (time limits)
-//     and FirstUse (use-time limits) carry over;
+//   - byte and packet lifetimes keep counting: both SAs count into one
+//     usage, against which the new SA checks spec's limits (packets the
+//     old SA still handles after the switch count too), and Added (time
+//     limits) and FirstUse (use-time limits) carry over;
 //   - counters (Stats) carry over.
 //
 // The window is carried whole. When the new spec keeps the window size
@@ -423,11 +424,6 @@ func (d *SAD) build(spec *SASpec, old *Association) (*Association, error) {
 	p := spec.Params()
 	a := &Association{key: spec.Key(), spec: spec, sad: d}
 	if old != nil {
-		used := old.sa.Stats()
-		p.Lifetime.SoftBytes = remaining(p.Lifetime.SoftBytes, used.Bytes)
-		p.Lifetime.HardBytes = remaining(p.Lifetime.HardBytes, used.Bytes)
-		p.Lifetime.SoftPackets = remaining(p.Lifetime.SoftPackets, used.Packets)
-		p.Lifetime.HardPackets = remaining(p.Lifetime.HardPackets, used.Packets)
 		a.added = old.added
 		a.firstUse.Store(old.firstUse.Load())
 		a.shards = old.shards
@@ -454,18 +450,6 @@ func (d *SAD) build(spec *SASpec, old *Association) (*Association, error) {
 	d.seq++
 	a.seq = d.seq
 	return a, nil
-}
-
-// remaining returns what is left of limit after used (at least 1, so a
-// limit already reached stays reached instead of becoming "no limit").
-func remaining(limit, used uint64) uint64 {
-	if limit == 0 {
-		return 0
-	}
-	if used >= limit {
-		return 1
-	}
-	return limit - used
 }
 
 func sameLimits(a, b *SASpec) bool { return a.Limits == b.Limits }
