@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/bpf"
@@ -62,10 +64,44 @@ func loadCollection(p loadParams) (*ebpf.Collection, error) {
 	return coll, nil
 }
 
+// helperProbe says whether XDP programs may call a helper on this kernel
+// (a variable so that a test can stand in for an older kernel).
+var helperProbe = features.HaveProgramHelper
+
+// newestHelpers are the helpers the program calls that came last (Linux
+// 5.18): on an older kernel the verifier's complaint about them is the
+// whole story.
+var newestHelpers = []struct {
+	fn   asm.BuiltinFunc
+	name string
+}{{asm.FnXdpLoadBytes, "bpf_xdp_load_bytes"}, {asm.FnXdpGetBuffLen, "bpf_xdp_get_buff_len"}}
+
+// missingHelper names a helper of newestHelpers this kernel lacks, if any.
+func missingHelper() (string, bool) {
+	for _, h := range newestHelpers {
+		if errors.Is(helperProbe(ebpf.XDP, h.fn), ebpf.ErrNotSupported) {
+			return h.name, true
+		}
+	}
+	return "", false
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
 func classifyLoadErr(err error) error {
 	var ve *ebpf.VerifierError
 	switch {
 	case errors.As(err, &ve):
+		if h, ok := missingHelper(); ok {
+			return fmt.Errorf("%w: kernel %s lacks the XDP helper %s that xdpsec needs (Linux 5.18 or later): %w", ErrNoBPF, kernelRelease(), h, err)
+		}
 		// One line (where the verifier gave up); the whole log stays
 		// reachable with errors.As and %+v.
 		return fmt.Errorf("verifier rejected the program: %w", err)

@@ -25,7 +25,9 @@
 // ErrInvalidConfig, ErrSANotFound.
 //
 // Kernel: 5.18 or later (the program calls bpf_xdp_get_buff_len and
-// bpf_xdp_load_bytes); bpf_link attachment where the kernel has it (5.9+),
+// bpf_xdp_load_bytes; on an older kernel loading fails with ErrNoBPF naming
+// the missing helper); RLIMIT_MEMLOCK is not raised, since BPF memory is
+// charged to the memory cgroup from 5.11 on; bpf_link attachment where the kernel has it (5.9+),
 // netlink otherwise. Privilege: CAP_BPF and CAP_NET_ADMIN (or
 // CAP_SYS_ADMIN); CAP_PERFMON is not needed, the program is written for the
 // verifier's rules without it (see bpf/xdpsec.c). Where bpf(2) itself is
