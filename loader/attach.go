@@ -427,15 +427,26 @@ func attachProgram(prog *ebpf.Program, l netlink.Link, mode Mode, opts Options) 
 		}
 		return nil, attachErr(netlink.LinkSetXdpFdWithFlags(l, prog.FD(), flags))
 	}
+	native := func() (link.Link, error) {
+		lnk, err := one(ModeNative)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = fmt.Errorf("%w (the driver of %s has no native XDP: use generic mode, or auto to fall back to it)", err, l.Attrs().Name)
+		}
+		return lnk, err
+	}
 	switch mode {
 	case ModeNative, ModeGeneric:
-		lnk, err := one(mode)
+		attach := native
+		if mode == ModeGeneric {
+			attach = func() (link.Link, error) { return one(ModeGeneric) }
+		}
+		lnk, err := attach()
 		if err != nil {
 			return nil, fmt.Errorf("%s mode: %w", mode, err)
 		}
 		return lnk, nil
 	}
-	lnk, err := one(ModeNative)
+	lnk, err := native()
 	if err == nil {
 		return lnk, nil
 	}

@@ -1022,3 +1022,21 @@ func TestAttachBPFFS(t *testing.T) {
 		}
 	})
 }
+
+// Native mode on a driver without native XDP (loopback) fails with one line
+// saying so and what to use instead, through a bpf_link or netlink alike.
+func TestAttachNativeUnsupportedSaysWhy(t *testing.T) {
+	ns := testutil.NewNS(t, "nonative")
+	opts := quietOptions(testPinRoot(t))
+	for _, viaNetlink := range []bool{false, true} {
+		opts.Netlink = viaNetlink
+		err := ns.Do(func() error { _, err := Attach("lo", ModeNative, opts); return err })
+		if err == nil || !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(err.Error(), "the driver of lo has no native XDP: use generic mode") ||
+			strings.Contains(err.Error(), "\n") {
+			t.Errorf("netlink=%v: native on lo = %v, want one line saying the driver has no native XDP", viaNetlink, err)
+		}
+		if id := xdpOn(t, ns, "lo"); id != 0 {
+			t.Errorf("netlink=%v: failed Attach left program %d", viaNetlink, id)
+		}
+	}
+}
