@@ -159,6 +159,15 @@ func xdpProgID(l netlink.Link) (ebpf.ProgramID, Mode, bool) {
 func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 	queuesGiven := opts.Queues != 0
 	opts = opts.withDefaults()
+	if _, err := findLink(ifname); err != nil { // before mounting or locking anything
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	unlock, err := lockPinRoot(opts.PinRoot, true, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+	}
+	defer unlock()
+	// Read the link under the lock: another Attach may just have changed it.
 	l, err := findLink(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -217,6 +226,47 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
 	}
 	return d, nil
+}
+
+// lockPinRoot serialises Attach, Open and Detach on one PinRoot, across
+// processes and goroutines alike: an exclusive flock on the root's parent
+// directory (xdpsec never removes it; the root itself goes when the last
+// interface is detached). Without it, concurrent Attaches on a link raced
+// to pin the same maps and every loser removed the pins it thought it had
+// created, the winner's included: measured, 4 concurrent Attaches left
+// nothing attached. create mounts bpffs and creates the parent if needed
+// (Attach); otherwise a missing parent means nothing is pinned, and
+// nothing is locked.
+func lockPinRoot(root string, create bool, log *slog.Logger) (unlock func(), err error) {
+	parent := filepath.Dir(filepath.Clean(root))
+	if create {
+		if err := ensureBPFFS(root, log); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(parent, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", parent, attachErr(err))
+		}
+	}
+	f, err := os.Open(parent)
+	if err != nil {
+		if !create && errors.Is(err, fs.ErrNotExist) {
+			return func() {}, nil
+		}
+		return nil, fmt.Errorf("open %s to lock it: %w", parent, attachErr(err))
+	}
+	for range 100 { // EINTR: a signal handler without SA_RESTART
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", parent, err)
+	}
+	return func() {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
 }
 
 // bpffsMount is where Linux distributions mount the BPF filesystem.
@@ -492,6 +542,11 @@ func removeNetlinkProg(l netlink.Link, m Mode) error {
 // anything; ErrNotAttached when nothing (or only stale pins) is there.
 func Open(ifname string, opts Options) (*Datapath, error) {
 	opts = opts.withDefaults()
+	unlock, err := lockPinRoot(opts.PinRoot, false, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
+	}
+	defer unlock()
 	l, err := findLink(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("open xdpsec on %s: %w", ifname, err)
@@ -657,6 +712,11 @@ func (d *Datapath) Detach(opts Options) error {
 // but pins remain, Detach removes the pins.
 func Detach(ifname string, opts Options) error {
 	opts = opts.withDefaults()
+	unlock, err := lockPinRoot(opts.PinRoot, false, opts.Logger)
+	if err != nil {
+		return fmt.Errorf("detach xdp from %s: %w", ifname, err)
+	}
+	defer unlock()
 	dir := filepath.Join(opts.PinRoot, ifname)
 	l, lerr := findLink(ifname)
 	if lerr == nil {
