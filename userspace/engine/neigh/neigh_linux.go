@@ -35,7 +35,9 @@
 //
 // Our packets bypass the kernel, so it never sees traffic to a neighbour
 // and never re-confirms it. Every Config.RefreshInterval the resolver sends
-// NTF_USE again for each next hop a worker used since the last round, so a
+// NTF_USE again for each next hop a worker used since the last round
+// (except static entries, PERMANENT or NOARP: NTF_USE would make the kernel
+// throw a PERMANENT entry's address away and resolve it afresh), so a
 // STALE entry goes through DELAY/PROBE like one the kernel itself uses: a
 // peer that changed its MAC or vanished is noticed, and the notification
 // updates or invalidates the cached header. Neighbour, route and link
@@ -175,6 +177,10 @@ type entry struct {
 	// Resolver-owned; Lookup never reads these.
 	since    time.Time
 	lastUsed time.Time
+	// static: the kernel's entry is PERMANENT or NOARP. The refresh leaves
+	// it alone: there is nothing to re-confirm, and NTF_USE on a PERMANENT
+	// entry makes the kernel drop its address and resolve it from scratch.
+	static bool
 }
 
 type table map[netip.Addr]*entry
@@ -519,6 +525,7 @@ func (w *writer) resolve(dst netip.Addr, prev *entry) *entry {
 				if usable(n.State) && len(n.HardwareAddr) == 6 {
 					copy(e.hop.Header[0:6], n.HardwareAddr)
 					e.state = Resolved
+					e.static = static(n.State)
 					return e
 				}
 				break
@@ -562,6 +569,12 @@ func usable(state int) bool {
 	return state&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
 }
 
+// static: an entry the kernel never re-confirms (set by hand, or on a
+// link without ARP/NDP).
+func static(state int) bool {
+	return state&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+}
+
 // trigger makes the kernel resolve (or re-confirm) next on link, as if it
 // were about to send a packet there: RTM_NEWNEIGH with NTF_USE.
 func (w *writer) trigger(link int, next netip.Addr) {
@@ -596,11 +609,12 @@ func (w *writer) neighbour(u netlink.NeighUpdate) {
 			w.set(dst, nil) // the next lookup resolves again
 			continue
 		case usable(u.State) && len(u.HardwareAddr) == 6:
-			if e.state == Resolved && [6]byte(e.hop.Header[0:6]) == [6]byte(u.HardwareAddr) {
+			if e.state == Resolved && [6]byte(e.hop.Header[0:6]) == [6]byte(u.HardwareAddr) && e.static == static(u.State) {
 				continue // confirmation, nothing changed
 			}
 			copy(n.hop.Header[0:6], u.HardwareAddr)
 			n.state = Resolved
+			n.static = static(u.State)
 		case u.State&netlink.NUD_FAILED != 0:
 			n.state = Unreachable
 		case u.State&netlink.NUD_INCOMPLETE != 0:
@@ -622,7 +636,7 @@ func (w *writer) reresolve(match func(*entry) bool) {
 			continue
 		}
 		n := w.resolve(dst, e)
-		if n.state == e.state && n.hop == e.hop {
+		if n.state == e.state && n.hop == e.hop && n.static == e.static {
 			continue
 		}
 		w.set(dst, n)
@@ -637,7 +651,7 @@ func (w *writer) housekeep(now time.Time, refresh bool) {
 		if refresh {
 			if e.used.Swap(false) {
 				e.lastUsed = now
-				if e.state == Resolved && !confirmed[e.hop.NextHop] {
+				if e.state == Resolved && !e.static && !confirmed[e.hop.NextHop] {
 					confirmed[e.hop.NextHop] = true
 					w.trigger(e.hop.LinkIndex, e.hop.NextHop)
 				}
