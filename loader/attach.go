@@ -635,8 +635,18 @@ func open(l netlink.Link, dir string) (*Datapath, error) {
 		if err != nil {
 			return nil, fmt.Errorf("inspect pinned link: %w", err)
 		}
-		if x := info.XDP(); x == nil || int(x.Ifindex) != l.Attrs().Index {
+		x := info.XDP()
+		if x == nil || x.Ifindex == 0 { // defunct: its interface is gone, or it was detached
 			return nil, fmt.Errorf("%w: the link pinned at %s no longer drives %s (stale pins; run detach)", ErrNotAttached, dir, d.ifname)
+		}
+		// Alive, so it drives some interface: this one only if the
+		// program on this one is the link's. An ifindex alone can be
+		// another network namespace's (pins are keyed by name, and
+		// namespaces repeat both names and indexes).
+		if id, _, ok := xdpProgID(l); int(x.Ifindex) != l.Attrs().Index || !ok || id != info.Program {
+			return nil, fmt.Errorf("the pins at %s belong to a live attachment of program %d on ifindex %d, not to %s here: "+
+				"another network namespace with an interface of the same name? give each namespace its own pin root (--pin-root)",
+				dir, info.Program, x.Ifindex, d.ifname)
 		}
 		if d.prog, err = ebpf.NewProgramFromID(info.Program); err != nil {
 			return nil, fmt.Errorf("open attached program %d: %w", info.Program, attachErr(err))

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -97,5 +98,63 @@ func TestConcurrentAttachDetach(t *testing.T) {
 	}
 	if id := xdpOn(t, p.A, p.IfA); id != 0 {
 		t.Errorf("program %d still attached", id)
+	}
+}
+
+// Two network namespaces with an interface of the same name (and, in fresh
+// namespaces, often the same ifindex) sharing one pin root: the second
+// Attach must neither take the first one's live attachment for its own
+// (nothing would run on its link) nor remove its pins as stale (the first
+// would lose its program when its process exits); it must refuse, saying
+// why and what to do.
+func TestAttachRefusesAnotherNamespacesPins(t *testing.T) {
+	p1, p2 := testutil.NewVethPair(t), testutil.NewVethPair(t)
+	if p1.IfA != p2.IfA {
+		t.Skipf("setup: the pairs' interfaces are named %s and %s", p1.IfA, p2.IfA)
+	}
+	opts := quietOptions(testPinRoot(t))
+	detachAtEnd(t, p1.A, p1.IfA, opts)
+	detachAtEnd(t, p2.A, p2.IfA, opts)
+	if err := p1.A.Do(func() error {
+		d, err := Attach(p1.IfA, ModeNative, opts)
+		if err == nil {
+			d.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first := xdpOn(t, p1.A, p1.IfA)
+	for _, viaNetlink := range []bool{false, true} {
+		o := opts
+		o.Netlink = viaNetlink
+		err := p2.A.Do(func() error {
+			d, err := Attach(p2.IfA, ModeNative, o)
+			if err == nil {
+				d.Close()
+			}
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "another network namespace") || !strings.Contains(err.Error(), "--pin-root") {
+			t.Errorf("netlink=%v: Attach in a second namespace over the first one's pins = %v, want a refusal naming the cause", viaNetlink, err)
+		}
+		if id := xdpOn(t, p2.A, p2.IfA); id != 0 {
+			t.Errorf("netlink=%v: program %d attached in the second namespace", viaNetlink, id)
+		}
+		if id := xdpOn(t, p1.A, p1.IfA); id != first {
+			t.Errorf("netlink=%v: the first namespace runs %d, was %d", viaNetlink, id, first)
+		}
+	}
+	if err := p1.A.Do(func() error {
+		d, err := Open(p1.IfA, opts)
+		if err == nil {
+			d.Close()
+		}
+		return err
+	}); err != nil {
+		t.Errorf("the first namespace's pins are gone: %v", err)
+	}
+	if err := p1.A.Do(func() error { return Detach(p1.IfA, opts) }); err != nil {
+		t.Fatal(err)
 	}
 }
