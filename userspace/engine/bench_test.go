@@ -584,6 +584,8 @@ func benchInbound(b *testing.B, ref *rxOnly, offload string) {
 //	x-seal        ns/pkt / seal-ns/pkt
 //	tun-drop-%    packets the kernel dropped at the TUN queue (the worker
 //	              was the bottleneck when this is > 0)
+//	pkts/kick     AF_XDP tx packets per sendto kick (copy mode kicks on
+//	              every Transmit; one kick sends the whole batch)
 func BenchmarkOutbound(b *testing.B) {
 	testutil.RequireRoot(b)
 	for _, mode := range []string{"on", "off"} {
@@ -632,13 +634,21 @@ func benchOutbound(b *testing.B, offload string) {
 			l := startLive(p.B, gen, frame)
 			waitCount(func() uint64 { return e.counter(OutProtected) }, 1)
 			in0 := e.counter(OutPackets)
+			sock := e.QueueSockets()[0].Socket
+			k0, _ := sock.Stats()
 			b.ResetTimer()
 			got := waitCount(func() uint64 { return e.counter(OutProtected) }, uint64(b.N))
 			b.StopTimer()
+			k1, _ := sock.Stats()
 			read := e.counter(OutPackets) - in0
 			l.Stop(b)
-			if got < uint64(b.N) {
-				b.Fatalf("pipeline protected %d of %d packets in 60 s (counters %v)", got, b.N, e.counters())
+			switch {
+			case got == 0:
+				b.Fatalf("pipeline protected no packet in 60 s (counters %v)", e.counters())
+			case got < uint64(b.N):
+				// The bound keeps a starved run (a busy shared machine) from
+				// hanging; the rate is still the protected packets' own.
+				b.Logf("pipeline protected %d of %d packets in 60 s: reporting on those (counters %v)", got, b.N, e.counters())
 			}
 			drops := tunDrops(b, p.A, e) - drops0
 			per := float64(b.Elapsed().Nanoseconds()) / float64(got)
@@ -647,6 +657,9 @@ func benchOutbound(b *testing.B, offload string) {
 			b.ReportMetric(sealNs, "seal-ns/pkt")
 			b.ReportMetric(per/sealNs, "x-seal")
 			b.ReportMetric(100*float64(drops)/float64(drops+read), "tun-drop-%")
+			if kicks := k1.TxKicks - k0.TxKicks; kicks > 0 {
+				b.ReportMetric(float64(k1.TxPackets-k0.TxPackets)/float64(kicks), "pkts/kick")
+			}
 		})
 	}
 	st, _ := e.Stats()
