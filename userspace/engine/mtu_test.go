@@ -65,3 +65,46 @@ func TestJumboLinkMTU(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkMTULoweredAtRuntime: the link MTU lowered under a running
+// engine (the TUN keeps its MTU) is followed per packet: a DF packet that
+// no longer fits once encapsulated is answered with ICMP too-big naming
+// the new link MTU minus the SA's overhead, and the sender's next packets
+// of that size fit.
+func TestLinkMTULoweredAtRuntime(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.NewVethPair(t)
+	pin := mountBPFFS(t)
+	ea := startFromConfig(t, p.A, tunnelConfig(true, p.IfA, pin))
+	startFromConfig(t, p.B, tunnelConfig(false, p.IfB, pin))
+	if out, err := p.A.Run("ping", "-c", "2", "-i", "0.2", "-w", "4", "-M", "do", "-s", "1350", "198.51.100.2"); err != nil {
+		t.Fatalf("1378-byte ping before the change: %v\n%s", err, out)
+	}
+	p.A.MustRun(t, "ip", "link", "set", p.IfA, "mtu", "1300")
+	p.B.MustRun(t, "ip", "link", "set", p.IfB, "mtu", "1300")
+	var overhead int
+	for _, a := range ea.SAD().List() {
+		if a.Spec().Dst == p.IPv4B {
+			h, tl := a.Transform().Overhead()
+			overhead = h + tl
+		}
+	}
+	want := 1300 - overhead
+	tb0 := ea.counter(OutTooBig)
+	var out string
+	// The neighbour resolver learns the new MTU from the link notification;
+	// allow it a moment (bounded).
+	for try := 0; try < 20 && ea.counter(OutTooBig) == tb0; try++ {
+		out, _ = p.A.Run("ping", "-c", "1", "-w", "1", "-M", "do", "-s", "1350", "198.51.100.2")
+	}
+	if ea.counter(OutTooBig) == tb0 {
+		t.Fatalf("no too-big after the link MTU went to 1300: counters %v\n%s", ea.counters(), out)
+	}
+	if !strings.Contains(out, "mtu = "+strconv.Itoa(want)) && !strings.Contains(out, "mtu="+strconv.Itoa(want)) {
+		t.Errorf("ping did not learn %d (1300 - %d overhead):\n%s", want, overhead, out)
+	}
+	size := strconv.Itoa(want - 28)
+	if out, err := p.A.Run("ping", "-c", "2", "-i", "0.2", "-w", "4", "-M", "do", "-s", size, "198.51.100.2"); err != nil {
+		t.Fatalf("%d-byte ping after the change: %v\n%s\ncounters %v", want, err, out, ea.counters())
+	}
+}
