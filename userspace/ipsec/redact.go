@@ -67,4 +67,4 @@ func (sa *SA) Format(f fmt.State, _ rune) { io.WriteString(f, sa.String()) }
 
 // Format prints "ipsec.Scratch" for every verb: a Scratch holds the last
 // packet's key stream block, ICV and saved headers.
-func (s *Scratch) Format(f fmt.State, _ rune) { io.WriteString(f, "ipsec.Scratch") }
+func (s Scratch) Format(f fmt.State, _ rune) { io.WriteString(f, "ipsec.Scratch") }

@@ -61,7 +61,7 @@ func TestNoKeyBytesInOutput(t *testing.T) {
 	sa0, _ := NewSA(gcm)
 	f := frameWith(udpPacket(false, 40))
 	sa0.EncryptWith(sc, f, testHead, 68)
-	things = append(things, sc)
+	things = append(things, sc, *sc)
 	// The AES-GCM hash subkey H and the CTR key stream are secrets too:
 	// look for the salt (last 4 key bytes) as well, which the SA keeps.
 	verbs := []string{"%v", "%+v", "%#v", "%s", "%d", "%x", "%X", "%q", "%o", "%b"}
