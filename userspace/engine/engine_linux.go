@@ -361,6 +361,17 @@ func Start(cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go e.housekeeping()
+	// Subscribed here, on the caller's thread, so the socket is in the
+	// links' namespace.
+	tunEvents := make(chan netlink.LinkUpdate, 16)
+	if err := netlink.LinkSubscribeWithOptions(tunEvents, e.done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) { e.log.Warn("tun link events", "err", err) },
+	}); err != nil {
+		e.log.Warn("cannot follow the tun's state: routes lost to `ip link set down` come back only with a restart", "tun", e.dev.Name(), "err", err)
+	} else {
+		e.wg.Add(1)
+		go e.watchTUN(tunEvents)
+	}
 	e.log.Info("engine started", "links", cfg.Links, "queues", queues, "tun", e.dev.Name(), "mtu", mtu,
 		"tun-offload", fmt.Sprintf("%#x", e.dev.Offloads()), "afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
 	return e, nil
@@ -453,6 +464,58 @@ func (e *Engine) maxOverhead() int {
 		m = defaultOverhead
 	}
 	return m
+}
+
+// watchTUN puts the TUN's addresses and routes back when it comes up
+// again: taking a device down makes the kernel delete every route through
+// it and its IPv6 addresses, which would leave the tunnel without traffic
+// (and a reload would not notice: its policies are unchanged).
+func (e *Engine) watchTUN(events <-chan netlink.LinkUpdate) {
+	defer e.wg.Done()
+	up := true
+	for {
+		select {
+		case <-e.done:
+			return
+		case u, ok := <-events:
+			if !ok {
+				return
+			}
+			if int(u.Index) != e.dev.Index() || u.Header.Type != unix.RTM_NEWLINK {
+				continue
+			}
+			now := u.Flags&unix.IFF_UP != 0
+			if now && !up {
+				e.restoreTUN()
+			}
+			up = now
+		}
+	}
+}
+
+// restoreTUN re-adds the TUN's configured addresses, its configured routes
+// and the routes of the outbound policies (all idempotent).
+func (e *Engine) restoreTUN() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	var errs []error
+	for _, a := range e.cfg.Addrs {
+		errs = append(errs, e.dev.AddAddr(a))
+	}
+	for _, p := range e.cfg.Routes {
+		errs = append(errs, e.dev.AddRoute(p))
+	}
+	for p := range e.routes {
+		errs = append(errs, e.dev.AddRoute(p))
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Warn("restore tun addresses and routes after link up", "tun", e.dev.Name(), "err", err)
+		return
+	}
+	e.log.Info("tun up again: addresses and routes restored", "tun", e.dev.Name(), "routes", len(e.routes)+len(e.cfg.Routes))
 }
 
 // housekeeping runs lifetimes (SAD.Tick) and follows capability changes.
