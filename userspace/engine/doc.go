@@ -62,6 +62,11 @@
 // packets to it: add a BYPASS policy for UDP 500/4500 where an IKE daemon
 // runs.
 //
+// Taking the TUN down (ip link set xdpsec0 down) makes the kernel delete
+// every route through it and its IPv6 addresses; the engine follows the
+// TUN's link state and puts its addresses, configured routes and policy
+// routes back when it comes up again.
+//
 // # Stop and fail-open
 //
 // Stop ends the workers, closes the sockets (the kernel empties their XSKMAP
