@@ -141,30 +141,28 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	// With `offload` lines the SAs wait until the parameters are set: the
-	// capabilities exist only once Start has probed the datapath, and no
-	// SA may be admitted under parameters the file does not ask for.
+	// The config's `offload` lines are set before any SA is admitted, so
+	// an SA they forbid stops the start with the parameter that blocks it.
 	cfg := fc.Config
 	if len(fc.Offload) > 0 {
-		cfg.SAs = nil
+		u := fc.OffloadUpdate
+		cfg.Parameters = &u
+		cfg.ParametersDetail = "config " + *cfgPath
 	}
 	e, err := engine.Start(cfg)
 	if err != nil {
 		if hint := privilegeHint(err); hint != "" {
 			return fmt.Errorf("%w%s", err, hint)
 		}
+		if errors.Is(err, capabilities.ErrNotOffloadable) {
+			return fmt.Errorf("%s: %w", *cfgPath, err)
+		}
 		return err
 	}
 	defer e.Stop()
 	if len(fc.Offload) > 0 {
-		if _, err := applyOffload(e, fc, *cfgPath, true, log); err != nil {
-			return err
-		}
-		for _, s := range fc.SAs {
-			if err := e.AddSA(s); err != nil {
-				return fmt.Errorf("%s: %w", *cfgPath, err)
-			}
-		}
+		log.Info("offload parameters set from "+*cfgPath, "offload", strings.Join(fc.Offload, " "),
+			"changed", strings.Join(capabilities.ParameterChanges(capabilities.DefaultParameters(), e.Capabilities().State().Parameters), " "))
 	}
 	// One reload at a time, whether SIGHUP or `xdpsec reload` asks.
 	var reloadMu sync.Mutex

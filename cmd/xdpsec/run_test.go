@@ -19,6 +19,7 @@ import (
 const (
 	offloadESP = "ip xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x3001 mode tunnel aead 'rfc4106(gcm(aes))' 0x6c6b6a696867666564636261605f5e5d5c5b5a59 128"
 	offloadDES = "ip xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x3002 mode tunnel enc 'cbc(des)' 0x1f2e3d4c5b6a7988 auth-trunc 'hmac(sha256)' 0x8877665544332211aabbccddeeff00112233445566778899aabbccddeeff0011 128"
+	offloadOut = "ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x3004 mode tunnel aead 'rfc4106(gcm(aes))' 0x5c5b5a595857565554535251504f4e4d4c4b4a49 128"
 	offloadAH  = "ip xfrm state add src 192.0.2.2 dst 192.0.2.1 proto ah spi 0x3003 mode tunnel auth-trunc 'hmac(sha256)' 0x0011223344556677889900112233445566778899aabbccddeeff001122334455 128"
 )
 
@@ -96,8 +97,14 @@ func TestRunOffloadFromConfig(t *testing.T) {
 		t.Fatalf("a refused start left XDP attached:\n%s", out)
 	}
 
-	conf := hostConfig(t, p, pin, []string{"offload IPsecV2=esp", "offload cbc(des)=on  # the DES SA needs it"}, []string{offloadESP, offloadDES})
+	conf := hostConfig(t, p, pin, []string{"offload IPsecV2=esp", "offload cbc(des)=on  # the DES SA needs it"}, []string{offloadESP, offloadDES, offloadOut})
 	d := xdpsectest.StartDaemon(t, p.A, conf, xdpsectest.Options{})
+	// The SAs are admitted at start, so the TUN MTU leaves room for the
+	// outbound SA's overhead (AES-GCM tunnel over IPv4: at most 57 bytes),
+	// not the 128 bytes kept when no outbound SA is known.
+	if out := p.A.MustRun(t, "ip", "-o", "link", "show", "xdpsec0"); !strings.Contains(out, " mtu 1443 ") {
+		t.Errorf("TUN MTU with offload lines and an AES-GCM tunnel SA is not 1500-57:\n%s", out)
+	}
 	var cur watchLine
 	if err := json.Unmarshal([]byte(d.MustCLI("caps", "--view", "current", "-j")), &cur); err != nil {
 		t.Fatal(err)
@@ -246,10 +253,10 @@ func TestRunOffloadFromConfig(t *testing.T) {
 	if err := json.Unmarshal([]byte(d.MustCLI("reload", "-j")), &res); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(res.OffloadChanged, " ") != "rfc4106(gcm(aes))=on" || res.SAsUnchanged != 2 || res.SAsAdded+res.SAsDeleted+res.SAsUpdated != 0 {
-		t.Errorf("reload -j: %+v, want GCM back on and the 2 SAs unchanged", res)
+	if strings.Join(res.OffloadChanged, " ") != "rfc4106(gcm(aes))=on" || res.SAsUnchanged != 3 || res.SAsAdded+res.SAsDeleted+res.SAsUpdated != 0 {
+		t.Errorf("reload -j: %+v, want GCM back on and the 3 SAs unchanged", res)
 	}
-	if out := d.MustCLI("reload"); !strings.HasPrefix(out, "reloaded: SAs 0 added, 0 updated, 0 deleted, 2 unchanged;") || strings.Contains(out, "offload") {
+	if out := d.MustCLI("reload"); !strings.HasPrefix(out, "reloaded: SAs 0 added, 0 updated, 0 deleted, 3 unchanged;") || strings.Contains(out, "offload") {
 		t.Errorf("reload with nothing to change: %q", out)
 	}
 }

@@ -103,6 +103,14 @@ type Config struct {
 	// is written into the loader and followed on every change, and SAs it
 	// does not allow are refused.
 	Capabilities *capabilities.Hub
+	// Parameters, when not nil, are the offload parameters to start with
+	// (an update of capabilities.DefaultParameters, as the config's
+	// `offload` lines give), set right after the capabilities probe and
+	// before any SA is admitted, so cfg's SAs are judged by them and the
+	// TUN MTU is derived from the SAs they admit. ParametersDetail names
+	// their source in the parameters-set change event.
+	Parameters       *capabilities.Parameters
+	ParametersDetail string
 	// Logger receives lifecycle events (never key bytes); slog.Default()
 	// when nil.
 	Logger *slog.Logger
@@ -281,6 +289,14 @@ func Start(cfg Config) (_ *Engine, err error) {
 		if e.hub, err = e.probeCapabilities(queues, socks); err != nil {
 			e.log.Warn("capabilities probe failed: steering every IPsec class", "err", err)
 			e.hub = nil
+		}
+	}
+	if cfg.Parameters != nil {
+		if e.hub == nil {
+			return nil, fmt.Errorf("%w: offload parameters need the capabilities probe, which failed (see the log): remove the `offload` lines, or fix the probe", ErrConfig)
+		}
+		if _, err := e.hub.ResetParameters(*cfg.Parameters, cfg.ParametersDetail); err != nil {
+			return nil, fmt.Errorf("%w: offload: %w", ErrConfig, err)
 		}
 	}
 	if err := e.applyXDPConfig(); err != nil {
