@@ -14,6 +14,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/loader"
+	"github.com/xdpsec/xdpsec/userspace/afxdp"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
 
@@ -308,7 +309,9 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			fc.Routes = append(fc.Routes, p.Masked())
 		}
 	case "mtu":
-		fc.MTU, err = num(68, 65535)
+		if fc.MTU, err = num(68, MaxTUNMTU); err != nil {
+			err = fmt.Errorf("%w (an inner packet must fit one %d-byte AF_XDP frame with its ESP headers; leave `mtu` out to derive it from the links)", err, afxdp.DefaultFrameSize)
+		}
 	case "queues":
 		fc.Queues, err = num(1, 256)
 	case "frames":

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -172,6 +173,23 @@ func TestReadSAFile(t *testing.T) {
 		}
 		if msg := err.Error(); !strings.HasPrefix(msg, c.want) || strings.Contains(msg, "\n") || strings.Contains(msg, "5aa5c33c") {
 			t.Errorf("%q: error %q, want one line starting %q without key bytes", c.body, msg, c.want)
+		}
+	}
+}
+
+// TestLoadConfigMTU: `mtu` accepts what one AF_XDP frame carries and
+// refuses more with one line naming file:line and the limit.
+func TestLoadConfigMTU(t *testing.T) {
+	dir := t.TempDir()
+	fc, err := LoadConfig(writeFile(t, dir, "ok.conf", "link xa0\nmtu "+strconv.Itoa(MaxTUNMTU)+"\n", 0o644))
+	if err != nil || fc.MTU != MaxTUNMTU {
+		t.Fatalf("mtu %d: %v (got %v)", MaxTUNMTU, err, fc)
+	}
+	for _, v := range []string{"9000", strconv.Itoa(MaxTUNMTU + 1), "67"} {
+		p := writeFile(t, dir, "bad.conf", "link xa0\nmtu "+v+"\n", 0o644)
+		_, err := LoadConfig(p)
+		if err == nil || !strings.HasPrefix(err.Error(), p+":2: ") || !strings.Contains(err.Error(), strconv.Itoa(MaxTUNMTU)) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("mtu %s: %v", v, err)
 		}
 	}
 }
