@@ -72,6 +72,7 @@ func TestEncryptBatchMatchesSingle(t *testing.T) {
 				}
 			}
 			single, batch := newPair(t, p)
+			sameIVs(single, batch)
 			var pkts []Packet
 			var want []Packet
 			var wantErr []error

@@ -75,15 +75,18 @@
 // checked against the window before the ICV and recorded only after it
 // verified, so a forged packet never moves the window.
 //
-// GCM, GMAC, ChaCha20-Poly1305 and CTR take the sequence number as IV, so a
-// number must never be used twice under one key. An SA that replaces
-// another in place (same SPI, a rekey or a parameter change) is built with
-// NewSAReplacing, which shares the old SA's outbound counter (and its replay
-// window when size and ESN match): goroutines still holding the old SA and
-// those using the new one draw from one counter. Two different SAs must not
-// share a counter-mode key (sad.SAD.KeyReuse finds them). CBC IVs are the
-// sequence number encrypted under a random per-SA key: unpredictable and
-// distinct.
+// GCM, GMAC, ChaCha20-Poly1305 and CTR make the IV from the sequence
+// number plus a random per-SA offset, so a number must never be used twice
+// by one SA. An SA that replaces another in place (same SPI, a rekey or a
+// parameter change) is built with NewSAReplacing, which shares the old SA's
+// outbound counter and IV offset (and its replay window when size and ESN
+// match): goroutines still holding the old SA and those using the new one
+// draw from one counter. The offset keeps SA instances that share a key by
+// mistake (a restart with manual keys starts again at 1; one key on two
+// SAs) on disjoint IV ranges with overwhelming probability; they should not
+// exist (sad.SAD.KeyReuse finds them). CBC IVs are the sequence number
+// encrypted under a random per-SA key: unpredictable and distinct. Peers
+// read the IV from the packet, so none of this affects interoperation.
 //
 // # What else changes on the way
 //

@@ -242,12 +242,12 @@ func (sa *SA) espSeal(s *scratch, b []byte, esp, plen int, nh uint8, seq uint64)
 	end := t + pad + 2
 	switch sa.suite {
 	case suiteAEAD:
-		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		binary.BigEndian.PutUint64(b[ivOff:], seq+sa.ivOffset)
 		sa.nonce(s, b[ivOff:])
 		sa.aead.Seal(b[ct:ct], s.nonce[:], b[ct:end], sa.aad(s, b[esp:], seq))
 		return end + sa.icvLen
 	case suiteGMAC:
-		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		binary.BigEndian.PutUint64(b[ivOff:], seq+sa.ivOffset)
 		sa.nonce(s, b[ivOff:])
 		sa.gmacWithAAD(s, b, esp, end, seq, func(aad []byte) {
 			sa.aead.Seal(b[end:end], s.nonce[:], nil, aad)
@@ -263,7 +263,7 @@ func (sa *SA) espSeal(s *scratch, b []byte, esp, plen int, nh uint8, seq uint64)
 		s.enc.(ivSetter).SetIV(b[ivOff : ivOff+bs])
 		s.enc.CryptBlocks(b[ct:end], b[ct:end])
 	case suiteCTR:
-		binary.BigEndian.PutUint64(b[ivOff:], seq)
+		binary.BigEndian.PutUint64(b[ivOff:], seq+sa.ivOffset)
 		sa.ctrXOR(s, b[ivOff:ivOff+8], b[ct:end])
 	}
 	if s.mac != nil {

@@ -45,14 +45,22 @@ type SA struct {
 	ivBlock cipher.Block // CBC IV generator: IV = E_ivkey(seq)
 	gcm8    *gcm8        // rfc4106 with an 8-byte ICV (see gcm8.go)
 	salt    [4]byte      // AEAD salt or CTR nonce
-	ivLen   int
-	blk     int // ESP payload alignment
-	icvLen  int // bytes of ICV on the wire (before AH padding)
-	ahLen   int // AH header length with padded ICV (AH only)
-	newMAC  func() hash.Hash
-	macKey  []byte
-	udp     bool
-	outerV6 bool
+	// ivOffset is added to the sequence number to make a counter-mode IV:
+	// unique within the SA (and its in-place replacements, which keep it),
+	// while two SA instances that share a key by mistake (a restart with
+	// manual keys, one key on two SAs) use disjoint IV ranges unless their
+	// random offsets fall within the packets sent of each other: about
+	// (n1+n2)/2^64. Linux's seqiv XORs a random salt in for the same
+	// reason; an offset keeps the ranges contiguous, which XOR does not.
+	ivOffset uint64
+	ivLen    int
+	blk      int // ESP payload alignment
+	icvLen   int // bytes of ICV on the wire (before AH padding)
+	ahLen    int // AH header length with padded ICV (AH only)
+	newMAC   func() hash.Hash
+	macKey   []byte
+	udp      bool
+	outerV6  bool
 
 	seqMax uint64
 	// outSeq is the last sequence number used. It is shared with the SA
@@ -135,8 +143,9 @@ func newSA(p SAParams, encOnly bool) (*SA, error) {
 // outbound sequence counter, raised to p.OutSeq if that is higher, so no
 // number is ever used twice, by prev or by the new SA: with unchanged keys a
 // repeated number would repeat a counter-mode nonce (GCM, ChaCha20-Poly1305
-// and CTR use the sequence number as IV). When the replay windows have the
-// same size and the same ESN setting they share one window as well (raised
+// and CTR derive the IV from the sequence number; the new SA keeps prev's
+// IV offset). When the replay windows have the same size and the same ESN
+// setting they share one window as well (raised
 // to p.InSeq), so a packet accepted through either SA is a replay for both;
 // otherwise the new window starts at the higher of prev's top and p.InSeq
 // and the caller copies what else it needs. Invalidating any SA of such a
@@ -162,6 +171,7 @@ func NewSAReplacing(p SAParams, prev *SA) (*SA, error) {
 		}
 	}
 	sa.outSeq = prev.outSeq
+	sa.ivOffset = prev.ivOffset
 	sa.use = prev.use
 	sa.dead = prev.dead
 	if prev.win.Size() == sa.win.Size() && prev.p.ESN == sa.p.ESN {
@@ -273,6 +283,14 @@ func (sa *SA) init(encOnly bool) error {
 		sa.ahLen = (12 + sa.icvLen + align - 1) / align * align
 	}
 	sa.keyed = sa.newMAC != nil || sa.suite == suiteCBC
+	switch sa.suite {
+	case suiteAEAD, suiteGMAC, suiteCTR:
+		var m [8]byte
+		if _, err := rand.Read(m[:]); err != nil {
+			return fmt.Errorf("IV offset: %w", err)
+		}
+		sa.ivOffset = binary.BigEndian.Uint64(m[:])
+	}
 	sa.limited = p.Lifetime != Lifetime{}
 	sa.tosMask = 0xff
 	if p.NoECN {
