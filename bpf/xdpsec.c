@@ -260,7 +260,9 @@ static __always_inline int csum_folds_to_ffff(__u64 sum)
  * is walked there (both helpers: kernel 5.18+). Cost, measured: ~2 ns per
  * IPsec or UDP packet, ~4 ns for AH+ESP, ~11 ns for IPv6 with extension
  * headers; nothing for other traffic. The IPv4 header checksum of a packet
- * about to be steered costs ~1 ns more (five words summed in place).
+ * about to be steered costs ~1 ns more (five words summed in place); the
+ * extension header walk as a global function (ipv6_ext_walk) ~7 ns more,
+ * for a verifier that processes 62k instructions instead of 830k.
  */
 
 /*
