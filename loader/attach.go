@@ -204,13 +204,18 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
 	}
 
+	// restore puts back a foreign program removed by force when xdpsec
+	// then fails to attach: force means "replace", not "leave the link
+	// without the program someone relied on".
+	restore := func(cause error) error { return cause }
 	if id, m, ok := xdpProgID(l); ok {
 		name := ""
-		if p, err := ebpf.NewProgramFromID(id); err == nil {
-			if info, err := p.Info(); err == nil {
+		foreign, ferr := ebpf.NewProgramFromID(id)
+		if ferr == nil {
+			if info, err := foreign.Info(); err == nil {
 				name = info.Name
 			}
-			p.Close()
+			defer foreign.Close()
 		}
 		if !opts.Force {
 			return nil, fmt.Errorf("attach xdp to %s: %w (program %d %q, %s mode); detach it or use force", ifname, ErrForeignProgram, id, name, m)
@@ -219,11 +224,25 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 			return nil, fmt.Errorf("attach xdp to %s: remove foreign program %d %q (a bpf_link owned by another tool cannot be replaced; detach it there): %w", ifname, id, name, err)
 		}
 		opts.Logger.Warn("replaced a foreign XDP program", "link", ifname, "program_id", uint32(id), "name", name)
+		restore = func(cause error) error {
+			if ferr != nil {
+				return fmt.Errorf("%w; the foreign program %d %q was removed and could not be reopened to put it back: %w", cause, id, name, ferr)
+			}
+			flags := nl.XDP_FLAGS_UPDATE_IF_NOEXIST | nl.XDP_FLAGS_DRV_MODE
+			if m == ModeGeneric {
+				flags = nl.XDP_FLAGS_UPDATE_IF_NOEXIST | nl.XDP_FLAGS_SKB_MODE
+			}
+			if err := netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), flags); err != nil {
+				return fmt.Errorf("%w; putting the foreign program %d %q back failed too: %w", cause, id, name, err)
+			}
+			opts.Logger.Warn("xdpsec failed to attach; put the foreign XDP program back", "link", ifname, "program_id", uint32(id), "name", name)
+			return cause
+		}
 	}
 
 	d, err = attachNew(l, dir, mode, opts)
 	if err != nil {
-		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, restore(err))
 	}
 	return d, nil
 }

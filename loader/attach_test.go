@@ -1040,3 +1040,39 @@ func TestAttachNativeUnsupportedSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// Force replaces a foreign program; if xdpsec then fails to attach, the
+// foreign program goes back (a forced attach must not leave the link with
+// neither). Native mode on loopback fails after the removal.
+func TestForcedAttachFailureRestoresForeignProgram(t *testing.T) {
+	ns := testutil.NewNS(t, "restore")
+	opts := quietOptions(testPinRoot(t))
+	opts.Force = true
+	foreign := loadForeign(t)
+	info, _ := foreign.Info()
+	fid, _ := info.ID()
+	err := ns.Do(func() error {
+		l, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFdWithFlags(l, foreign.FD(), nl.XDP_FLAGS_SKB_MODE)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ns.Do(func() error { _, err := Attach("lo", ModeNative, opts); return err })
+	if err == nil || !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Fatalf("forced native Attach on lo = %v, want the native failure", err)
+	}
+	if id := xdpOn(t, ns, "lo"); ebpf.ProgramID(id) != fid {
+		t.Errorf("after the failed forced Attach lo runs program %d, want the foreign %d back", id, fid)
+	}
+	ns.Do(func() error {
+		l, err := netlink.LinkByName("lo")
+		if err == nil {
+			netlink.LinkSetXdpFdWithFlags(l, -1, nl.XDP_FLAGS_SKB_MODE)
+		}
+		return nil
+	})
+}
