@@ -24,20 +24,27 @@ import (
 func TestMain(m *testing.M) { xdpsectest.Main(m) }
 
 // tunnelKeys are the random keys (16-byte AES key + 4-byte salt) of one
-// test's tunnel: A->B (SPIs 0x1001, 0x1101) and B->A (0x1002, 0x1102).
-type tunnelKeys struct{ AB, BA []byte }
+// test's tunnel, one per SA: A->B (SPIs 0x1001, IPv6 0x1101) and B->A
+// (0x1002, IPv6 0x1102).
+type tunnelKeys struct{ AB, BA, AB6, BA6 []byte }
 
 func newKeys(t *testing.T) tunnelKeys {
-	k := tunnelKeys{AB: make([]byte, 20), BA: make([]byte, 20)}
-	rand.Read(k.AB)
-	rand.Read(k.BA)
+	k := tunnelKeys{AB: make([]byte, 20), BA: make([]byte, 20), AB6: make([]byte, 20), BA6: make([]byte, 20)}
+	for _, b := range k.all() {
+		rand.Read(b)
+	}
 	return k
 }
 
+// all returns every key of the tunnel.
+func (k tunnelKeys) all() [][]byte { return [][]byte{k.AB, k.BA, k.AB6, k.BA6} }
+
 // The published example keys, replaced by random ones in every test.
 const (
-	exampleKeyAB = "0102030405060708090a0b0c0d0e0f1011121314"
-	exampleKeyBA = "2122232425262728292a2b2c2d2e2f3031323334"
+	exampleKeyAB  = "0102030405060708090a0b0c0d0e0f1011121314"
+	exampleKeyBA  = "2122232425262728292a2b2c2d2e2f3031323334"
+	exampleKeyAB6 = "4142434445464748494a4b4c4d4e4f5051525354"
+	exampleKeyBA6 = "6162636465666768696a6b6c6d6e6f7071727374"
 )
 
 // writeConfig writes examples/tunnel-SIDE.{conf,keys} into a fresh
@@ -47,11 +54,13 @@ func writeConfig(t *testing.T, side string, k tunnelKeys, extra ...string) xdpse
 	t.Helper()
 	name := "tunnel-" + side
 	keys := strings.Join(xdpsectest.ReadExample(t, name+".keys"), "\n")
-	if !strings.Contains(keys, exampleKeyAB) || !strings.Contains(keys, exampleKeyBA) {
+	if !strings.Contains(keys, exampleKeyAB) || !strings.Contains(keys, exampleKeyBA) || !strings.Contains(keys, exampleKeyAB6) || !strings.Contains(keys, exampleKeyBA6) {
 		t.Fatalf("%s.keys no longer holds the example keys this test replaces", name)
 	}
 	keys = strings.ReplaceAll(keys, exampleKeyAB, hex.EncodeToString(k.AB))
 	keys = strings.ReplaceAll(keys, exampleKeyBA, hex.EncodeToString(k.BA))
+	keys = strings.ReplaceAll(keys, exampleKeyAB6, hex.EncodeToString(k.AB6))
+	keys = strings.ReplaceAll(keys, exampleKeyBA6, hex.EncodeToString(k.BA6))
 	return xdpsectest.WriteConfig(t, t.TempDir(), name, append(xdpsectest.ReadExample(t, name+".conf"), extra...), strings.Split(keys, "\n"))
 }
 

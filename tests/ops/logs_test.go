@@ -44,7 +44,7 @@ func TestLogsNeverShowKeys(t *testing.T) {
 	b := xdpsectest.StartDaemon(t, p.B, confB, xdpsectest.Options{Args: logArgs})
 
 	// Every key the session configures.
-	keys := [][]byte{k.AB, k.BA}
+	keys := k.all()
 	fresh := func(n int) []byte {
 		b := make([]byte, n)
 		for {

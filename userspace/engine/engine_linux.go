@@ -898,6 +898,13 @@ func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
 	if err := e.checkCapacity(spec, locals); err != nil {
 		return nil, err
 	}
+	// One counter-mode key on two SAs is a configuration mistake, not yet
+	// a nonce reuse: every SA starts its IVs at a random 64-bit offset
+	// (userspace/ipsec), so it is said, once per SA, and allowed, as Linux
+	// allows it.
+	if err := e.sad.KeyReuse(spec); err != nil {
+		e.log.Warn("SA shares its key with another SA: give every SA its own key", "err", err.Error())
+	}
 	a, err := e.sad.Add(spec)
 	if err != nil {
 		return nil, err
