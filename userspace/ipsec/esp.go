@@ -15,7 +15,9 @@ import (
 // routing headers); in tunnel mode the packet becomes the inner packet of a
 // new outer header from the SA's Src and Dst (any inner family under any
 // outer family). It uses the next outbound sequence number; errors wrap
-// ErrSeqOverflow, ErrExpired, ErrNoRoom or ErrBadPacket; every check runs
+// ErrSeqOverflow, ErrExpired, ErrNoRoom, ErrBadPacket or ErrFragment (an IP
+// fragment offered to a transport-mode SA; tunnel mode carries fragments as
+// inner packets, RFC 4301 §7); every check runs
 // before the first byte is written, so on error the frame is unchanged.
 func (sa *SA) Encrypt(frame []byte, off, n int) (outOff, outN int, err error) {
 	return sa.encrypt(nil, frame, off, n)
@@ -64,6 +66,9 @@ func (sa *SA) checkOut(frame []byte, off, n int, in *inner) error {
 	if sa.p.Mode == ModeTransport {
 		if in.v6 != sa.outerV6 {
 			return fmt.Errorf("encrypt: transport mode SA of the other IP family: %w", ErrBadPacket)
+		}
+		if in.frag {
+			return fmt.Errorf("encrypt: %w", ErrFragment)
 		}
 		if sa.p.Proto == ProtoESP && in.proto == protoESP {
 			return fmt.Errorf("encrypt: packet is ESP already: %w", ErrBadPacket)

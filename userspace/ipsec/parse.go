@@ -182,14 +182,21 @@ func ParseOuter(pkt []byte, encapPort uint16, o *Outer) Verdict {
 // inner describes a packet handed to Encrypt.
 type inner struct {
 	v6       bool
-	l3Len    int // header bytes that stay in front in transport mode
-	protoOff int // byte holding the protocol of what follows l3Len
+	frag     bool // an IP fragment: IPv4 MF or offset, IPv6 Fragment header with M or offset
+	l3Len    int  // header bytes that stay in front in transport mode
+	protoOff int  // byte holding the protocol of what follows l3Len
 	proto    uint8
 }
 
 // parseInner reads the IP packet p that Encrypt is asked to protect. Its
-// length must equal the header's total length; fragments are refused (IPsec
-// protects whole packets; the kernel reassembles or fragments around us).
+// length must equal the header's total length. A fragment is a valid
+// inner packet (in.frag): tunnel mode carries it as it is and the far end
+// delivers it for reassembly (RFC 4301 §7); transport mode refuses it
+// (checkOut, RFC 4303 §3.1.1). An IPv6 atomic fragment (Fragment header
+// with offset 0 and M clear, RFC 6946) is a whole packet: transport mode
+// inserts ESP/AH after its Fragment header, where RFC 4303 §3.1.1 puts it.
+// For a fragment the IPv6 walk stops at the Fragment header (l3Len and
+// proto describe it; nothing uses them, as only tunnel mode goes on).
 func parseInner(p []byte, in *inner) bool {
 	if len(p) < 1 {
 		return false
@@ -200,24 +207,22 @@ func parseInner(p []byte, in *inner) bool {
 			return false
 		}
 		ihl := int(p[0]&0x0f) * 4
-		if ihl < 20 || ihl > len(p) || int(binary.BigEndian.Uint16(p[2:])) != len(p) ||
-			binary.BigEndian.Uint16(p[6:])&0x3fff != 0 {
+		if ihl < 20 || ihl > len(p) || int(binary.BigEndian.Uint16(p[2:])) != len(p) {
 			return false
 		}
-		*in = inner{l3Len: ihl, protoOff: 9, proto: p[9]}
+		*in = inner{l3Len: ihl, protoOff: 9, proto: p[9], frag: binary.BigEndian.Uint16(p[6:])&0x3fff != 0}
 		return true
 	case 6:
 		if len(p) < 40 || 40+int(binary.BigEndian.Uint16(p[4:])) != len(p) {
 			return false
 		}
 		*in = inner{v6: true, l3Len: 40, protoOff: 6, proto: p[6]}
-		// ESP/AH go after hop-by-hop and routing headers (and a destination
-		// options header that precedes a routing header), RFC 4303 §3.1.1.
+		// ESP/AH go after hop-by-hop, routing and fragment headers (and a
+		// destination options header that precedes a routing header),
+		// RFC 4303 §3.1.1.
 		for i := 0; i < maxExtHeaders; i++ {
 			switch in.proto {
-			case protoHopByHop, protoRouting, protoDestOpts:
-			case protoFragment:
-				return false
+			case protoHopByHop, protoRouting, protoDestOpts, protoFragment:
 			default:
 				return true
 			}
@@ -226,6 +231,13 @@ func parseInner(p []byte, in *inner) bool {
 				return false
 			}
 			hl := (int(p[off+1]) + 1) * 8
+			if in.proto == protoFragment {
+				hl = 8                                              // its second byte is reserved, not a length
+				if binary.BigEndian.Uint16(p[off+2:])&0xfff9 != 0 { // offset or M
+					in.frag = true
+					return true
+				}
+			}
 			if off+hl > len(p) {
 				return false
 			}
