@@ -222,6 +222,17 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 		select {
 		case err := <-served:
 			return fmt.Errorf("control socket stopped: %w", err)
+		case gone := <-e.Gone():
+			// A deleted link took its XDP program and sockets with it:
+			// exit non-zero (systemd restarts the unit) rather than run
+			// on without carrying its traffic.
+			log.Error("stopping: a link is gone", "err", gone.Error())
+			stopObservers()
+			e.Stop()
+			srv.WaitStreams(time.Second)
+			srv.Close()
+			<-served
+			return gone
 		case s := <-sigs:
 			if s != syscall.SIGHUP {
 				log.Info("stopping", "signal", s.String())

@@ -260,3 +260,32 @@ func TestRunOffloadFromConfig(t *testing.T) {
 		t.Errorf("reload with nothing to change: %q", out)
 	}
 }
+
+// TestRunExitsWhenLinkDeleted: a daemon whose link is deleted (its XDP
+// program and AF_XDP sockets go with it) exits non-zero with one line
+// naming the link, removing its TUN, instead of running on without
+// carrying the traffic.
+func TestRunExitsWhenLinkDeleted(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.NewVethPair(t)
+	d := xdpsectest.StartDaemon(t, p.A, hostConfig(t, p, "", nil, []string{offloadESP}), xdpsectest.Options{})
+	p.A.MustRun(t, "ip", "link", "del", p.IfA)
+	if !d.Wait(20 * time.Second) {
+		t.Fatalf("daemon still runs 20 s after its link was deleted:\n%s", d.Log())
+	}
+	if d.ExitErr() == nil {
+		t.Fatalf("daemon exited 0 after its link was deleted:\n%s", d.Log())
+	}
+	var last string
+	for _, l := range strings.Split(strings.TrimSpace(d.Stderr()), "\n") {
+		if strings.HasPrefix(l, "xdpsec run: ") {
+			last = l
+		}
+	}
+	if !strings.Contains(last, p.IfA) || !strings.Contains(last, "restart") {
+		t.Errorf("exit line %q does not name %s and say to restart", last, p.IfA)
+	}
+	if out := p.A.MustRun(t, "ip", "-o", "link", "show"); strings.Contains(out, "xdpsec0") {
+		t.Errorf("the TUN outlived the daemon:\n%s", out)
+	}
+}

@@ -144,6 +144,7 @@ type Engine struct {
 	stopping atomic.Bool
 	wg       sync.WaitGroup
 	done     chan struct{}
+	gone     chan error // one error: a link or the TUN was deleted (Gone)
 	sub      *capabilities.Subscription
 	hub      *capabilities.Hub
 
@@ -221,6 +222,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 		log:    cfg.Logger,
 		evfd:   -1,
 		done:   make(chan struct{}),
+		gone:   make(chan error, 1),
 		saIDs:  map[sad.SAKey]uint32{},
 		routes: map[netip.Prefix]int{},
 	}
@@ -381,12 +383,18 @@ func Start(cfg Config) (_ *Engine, err error) {
 	// links' namespace.
 	tunEvents := make(chan netlink.LinkUpdate, 16)
 	if err := netlink.LinkSubscribeWithOptions(tunEvents, e.done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { e.log.Warn("tun link events", "err", err) },
+		ErrorCallback: func(err error) {
+			select {
+			case <-e.done: // Stop closed the socket
+			default:
+				e.log.Warn("link events", "err", err)
+			}
+		},
 	}); err != nil {
-		e.log.Warn("cannot follow the tun's state: routes lost to `ip link set down` come back only with a restart", "tun", e.dev.Name(), "err", err)
+		e.log.Warn("cannot follow the links' state: routes lost to `ip link set down` come back only with a restart, and a deleted link goes unnoticed", "tun", e.dev.Name(), "err", err)
 	} else {
 		e.wg.Add(1)
-		go e.watchTUN(tunEvents)
+		go e.watchLinks(tunEvents)
 	}
 	e.log.Info("engine started", "links", cfg.Links, "queues", queues, "tun", e.dev.Name(), "mtu", mtu,
 		"tun-offload", fmt.Sprintf("%#x", e.dev.Offloads()), "afxdp", e.afxdpMode(), "sas", e.sad.Len(), "policies", e.spd.Len())
@@ -482,11 +490,22 @@ func (e *Engine) maxOverhead() int {
 	return m
 }
 
-// watchTUN puts the TUN's addresses and routes back when it comes up
-// again: taking a device down makes the kernel delete every route through
-// it and its IPv6 addresses, which would leave the tunnel without traffic
-// (and a reload would not notice: its policies are unchanged).
-func (e *Engine) watchTUN(events <-chan netlink.LinkUpdate) {
+// Gone receives one error when a link of the engine or its TUN is deleted
+// (`ip link del`, a driver unbound, a namespace removed): its XDP program
+// and AF_XDP sockets went with it, so the engine no longer carries that
+// traffic and will not on its own; the caller should Stop it (and say so).
+// The error wraps ErrLinkGone.
+func (e *Engine) Gone() <-chan error { return e.gone }
+
+// ErrLinkGone is wrapped by the error Gone delivers.
+var ErrLinkGone = errors.New("link deleted")
+
+// watchLinks follows the links and the TUN. It puts the TUN's addresses and
+// routes back when it comes up again: taking a device down makes the kernel
+// delete every route through it and its IPv6 addresses, which would leave
+// the tunnel without traffic (and a reload would not notice: its policies
+// are unchanged). A deleted link or TUN is reported on Gone.
+func (e *Engine) watchLinks(events <-chan netlink.LinkUpdate) {
 	defer e.wg.Done()
 	up := true
 	for {
@@ -496,6 +515,16 @@ func (e *Engine) watchTUN(events <-chan netlink.LinkUpdate) {
 		case u, ok := <-events:
 			if !ok {
 				return
+			}
+			if u.Header.Type == unix.RTM_DELLINK {
+				if name := e.deletedLink(int(u.Index)); name != "" {
+					select {
+					case e.gone <- fmt.Errorf("%w: %s (index %d) no longer exists: its traffic is no longer handled; restart xdpsec once it is back", ErrLinkGone, name, u.Index):
+						e.log.Error("link deleted: the engine cannot carry its traffic any more", "link", name)
+					default: // one report is enough
+					}
+				}
+				continue
 			}
 			if int(u.Index) != e.dev.Index() || u.Header.Type != unix.RTM_NEWLINK {
 				continue
@@ -507,6 +536,19 @@ func (e *Engine) watchTUN(events <-chan netlink.LinkUpdate) {
 			up = now
 		}
 	}
+}
+
+// deletedLink names the engine's link or TUN with ifindex, or returns "".
+func (e *Engine) deletedLink(ifindex int) string {
+	if ifindex == e.dev.Index() {
+		return "tun " + e.dev.Name()
+	}
+	for _, el := range e.links {
+		if el.index == ifindex {
+			return el.name
+		}
+	}
+	return ""
 }
 
 // restoreTUN re-adds the TUN's configured addresses, its configured routes
@@ -903,7 +945,7 @@ func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
 	// (userspace/ipsec), so it is said, once per SA, and allowed, as Linux
 	// allows it.
 	if err := e.sad.KeyReuse(spec); err != nil {
-		e.log.Warn("SA shares its key with another SA: give every SA its own key", "err", err.Error())
+		e.log.Warn("SA shares its key with another SA", "err", err.Error())
 	}
 	a, err := e.sad.Add(spec)
 	if err != nil {

@@ -41,7 +41,7 @@ func (d *SAD) KeyReuse(spec *SASpec) error {
 	if len(with) == 0 {
 		return nil
 	}
-	return fmt.Errorf("SA %s: %w (%s): counter-mode nonces would repeat under one key; give every SA its own key",
+	return fmt.Errorf("SA %s: %w (%s): give every SA its own key",
 		spec.Key(), ErrKeyReuse, strings.Join(with, ", "))
 }
 
