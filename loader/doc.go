@@ -39,5 +39,8 @@
 // ifindex); Attach, Open and Detach under the new name move its pins there.
 // One deleted while attached loses its program; Detach by the old name
 // removes the pins. Attach over pins of another xdpsec build swaps in this
-// build's program (compared by kernel tag), keeping the maps.
+// build's program (compared by kernel tag), keeping the maps. Pins of a
+// live attachment in another namespace are refused, never adopted or
+// removed. Attach, Open and Detach serialise, across processes, on an
+// flock of the PinRoot's parent directory (/sys/fs/bpf by default).
 package loader
