@@ -21,9 +21,16 @@ type Flow struct {
 	Proto uint8
 	// SrcPort and DstPort are the TCP, UDP, UDP-Lite, SCTP or DCCP ports;
 	// for ICMP and ICMPv6 the type and the code, as the kernel's selector
-	// takes them. They are 0 for other protocols, non-first fragments and
-	// transport headers cut short.
+	// takes them. They are 0 for other protocols, and when Opaque.
 	SrcPort, DstPort uint16
+	// Opaque says the ports (type and code) cannot be known: a non-initial
+	// fragment, an initial fragment (or a packet) cut before the 4 bytes
+	// of ports (2 of type and code), or an IPv6 header chain cut short.
+	// RFC 4301 §4.4.1.1 and §7 call this OPAQUE: such a flow matches only
+	// selectors whose port (type/code) selectors are ANY (SPD.LookupFlow,
+	// Selector.MatchFlow), never one with specific ports, whatever its
+	// value, 0 included.
+	Opaque bool
 	// Version is 4 or 6.
 	Version uint8
 	// DF says the packet may not be fragmented on its way: the IPv4 DF bit,
@@ -31,9 +38,27 @@ type Flow struct {
 	DF bool
 }
 
-// MatchFlow reports whether f falls under the selector (Match on its fields).
+// MatchFlow reports whether f falls under the selector: Match on its
+// fields, and for an Opaque flow only if both port selectors are ANY
+// (RFC 4301 §7).
 func (s *Selector) MatchFlow(f *Flow) bool {
+	if f.Opaque && s.SrcPortMask|s.DstPortMask != 0 {
+		return false
+	}
 	return s.Match(f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
+}
+
+// LookupFlow is Lookup for the flow f, the way to look up a packet: an
+// Opaque flow (a non-initial fragment, or one too short to hold its ports)
+// is matched only by policies whose port (type/code) selectors are ANY, as
+// RFC 4301 §7 asks; the policies with specific ports are passed over and
+// the first later match decides, or none (nil: the caller's default).
+// Like Lookup it takes no lock and allocates nothing.
+func (d *SPD) LookupFlow(dir Dir, f *Flow) *Policy {
+	if f.Opaque {
+		return d.lookupOpaque(dir, f.Src, f.Dst, f.Proto)
+	}
+	return d.Lookup(dir, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
 }
 
 // Upper-layer protocols whose first four bytes are two ports.
@@ -51,7 +76,9 @@ const (
 // inner packet the local stack sent, or the decrypted one). It returns
 // ErrNotIP (no allocation) when pkt is not a whole IP header. At most eight
 // IPv6 extension headers are walked; a chain cut short yields the last
-// Next Header read and no ports. It never panics and never allocates.
+// Next Header read and Opaque. An initial fragment that holds the ports is
+// read like a whole packet; a non-initial one yields its protocol and
+// Opaque (RFC 4301 §7). It never panics and never allocates.
 func FlowOf(pkt []byte) (Flow, error) {
 	var f Flow
 	if len(pkt) < 1 {
@@ -74,6 +101,9 @@ func FlowOf(pkt []byte) (Flow, error) {
 		f.DF = pkt[6]&0x40 != 0
 		if binary.BigEndian.Uint16(pkt[6:8])&0x1fff == 0 { // first fragment or whole
 			l4 = pkt[ihl:]
+		} else {
+			f.Opaque = true
+			return f, nil
 		}
 	case 6:
 		if len(pkt) < 40 {
@@ -88,19 +118,19 @@ func FlowOf(pkt []byte) (Flow, error) {
 			switch nh {
 			case 0, 43, 60: // hop-by-hop, routing, destination options
 				if len(pkt) < off+2 {
-					f.Proto = nh
+					f.Proto, f.Opaque = nh, true
 					return f, nil
 				}
 				nh, off = pkt[off], off+(int(pkt[off+1])+1)*8
 			case 44: // fragment
 				if len(pkt) < off+8 {
-					f.Proto = nh
+					f.Proto, f.Opaque = nh, true
 					return f, nil
 				}
 				first := binary.BigEndian.Uint16(pkt[off+2:off+4])&0xfff8 == 0
 				nh, off = pkt[off], off+8
 				if !first {
-					f.Proto = nh
+					f.Proto, f.Opaque = nh, true
 					return f, nil
 				}
 			default:
@@ -108,6 +138,9 @@ func FlowOf(pkt []byte) (Flow, error) {
 			}
 		}
 		f.Proto = nh
+		if nh == 0 || nh == 43 || nh == 60 || nh == 44 {
+			f.Opaque = true // eight headers, and still no upper layer
+		}
 		if off <= len(pkt) {
 			l4 = pkt[off:]
 		}
@@ -119,10 +152,14 @@ func FlowOf(pkt []byte) (Flow, error) {
 		if len(l4) >= 4 {
 			f.SrcPort = binary.BigEndian.Uint16(l4[0:2])
 			f.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		} else {
+			f.Opaque = true
 		}
 	case protoICMP, protoICMPv6:
 		if len(l4) >= 2 {
 			f.SrcPort, f.DstPort = uint16(l4[0]), uint16(l4[1])
+		} else {
+			f.Opaque = true
 		}
 	}
 	return f, nil

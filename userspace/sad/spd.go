@@ -159,6 +159,27 @@ func (d *SPD) Lookup(dir Dir, src, dst netip.Addr, proto uint8, sport, dport uin
 	return nil
 }
 
+// lookupOpaque is Lookup for a flow whose ports are unknown (Flow.Opaque):
+// only policies whose port selectors are both ANY can match. It is a loop
+// of its own so that Lookup's stays as it was (an extra test there cost
+// 5-10% with 16-256 policies).
+func (d *SPD) lookupOpaque(dir Dir, src, dst netip.Addr, proto uint8) *Policy {
+	if dir > DirFwd || !src.IsValid() || !dst.IsValid() {
+		return nil
+	}
+	fam := uint8(6)
+	if src.Is4() {
+		fam = 4
+	}
+	s, t := toAddr128(src), toAddr128(dst)
+	for _, p := range d.cur.Load().byDir[dir] {
+		if p.m.smask|p.m.dmask == 0 && p.m.match(s, t, fam, proto, 0, 0) {
+			return p
+		}
+	}
+	return nil
+}
+
 // Len returns the number of policies.
 func (d *SPD) Len() int { return d.cur.Load().n }
 
