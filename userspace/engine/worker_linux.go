@@ -475,6 +475,11 @@ func (w *worker) dropped(v ipsec.Verdict, frame []byte) {
 // needs every SA to fit one of its templates and every required template
 // to be fitted, a BYPASS accepts only what transport-mode SAs carried.
 //
+// A decrypted IP fragment is judged like any packet and delivered to the
+// TUN, where the kernel reassembles it (RFC 4301 §7): an initial fragment
+// holding its ports by them, one without ports (sad.Flow.Opaque) only by
+// the policies whose port selectors are ANY (sad.SPD.LookupFlow).
+//
 // Within a batch the decision is remembered for the last flow and SAs:
 // the packets of a batch mostly belong to a few flows, and a policy change
 // is seen from the next batch on.
@@ -486,7 +491,7 @@ func (w *worker) inboundAllowed(inner []byte, sas []*sad.Association) bool {
 	f := &w.flow
 	m := &w.memo
 	if m.valid && m.flow.Src == f.Src && m.flow.Dst == f.Dst && m.flow.Proto == f.Proto &&
-		m.flow.SrcPort == f.SrcPort && m.flow.DstPort == f.DstPort && m.sameSAs(sas) {
+		m.flow.SrcPort == f.SrcPort && m.flow.DstPort == f.DstPort && m.flow.Opaque == f.Opaque && m.sameSAs(sas) {
 		return m.allowed
 	}
 	allowed := w.policyAllows(f, sas)
@@ -518,7 +523,7 @@ func (m *policyMemo) sameSAs(sas []*sad.Association) bool {
 
 // policyAllows is inboundAllowed's decision, from the SPD.
 func (w *worker) policyAllows(f *sad.Flow, sas []*sad.Association) bool {
-	p := w.e.spd.Lookup(sad.DirIn, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
+	p := w.e.spd.LookupFlow(sad.DirIn, f)
 	if p == nil {
 		return true
 	}
@@ -749,7 +754,7 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 		return
 	}
 	f := &w.flow
-	p := w.e.spd.Lookup(sad.DirOut, f.Src, f.Dst, f.Proto, f.SrcPort, f.DstPort)
+	p := w.e.spd.LookupFlow(sad.DirOut, f) // a fragment without ports: ANY-port policies only
 	if p == nil {
 		c.c[OutNoPolicy].Add(1)
 		w.recycle(d)
@@ -816,7 +821,13 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 		inLen := n
 		var err error
 		if off, n, err = sas[i].Transform().EncryptWith(w.scratch, fr, off, n); err != nil {
-			c.c[OutEncryptError].Add(1)
+			if errors.Is(err, ipsec.ErrFragment) {
+				// The kernel fragmented a packet without DF at the TUN's
+				// MTU; only tunnel mode carries fragments.
+				c.c[OutTransportFragment].Add(1)
+			} else {
+				c.c[OutEncryptError].Add(1)
+			}
 			w.recycle(d)
 			return
 		}
