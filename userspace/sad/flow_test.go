@@ -1,6 +1,7 @@
 package sad
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -124,6 +125,13 @@ func FuzzFlowOf(f *testing.F) {
 		}
 		if fl.Version != pkt[0]>>4 || (fl.Version == 4) != fl.Src.Is4() || (fl.Version == 6) != fl.Dst.Is6() {
 			t.Fatalf("FlowOf(%x) = %+v: version and addresses disagree", pkt, fl)
+		}
+		if fl.Opaque && (fl.SrcPort != 0 || fl.DstPort != 0) {
+			t.Fatalf("FlowOf(%x) = %+v: opaque with ports", pkt, fl)
+		}
+		// A non-initial IPv4 fragment is always opaque.
+		if fl.Version == 4 && binary.BigEndian.Uint16(pkt[6:])&0x1fff != 0 && !fl.Opaque {
+			t.Fatalf("FlowOf(%x) = %+v: non-initial fragment with ports", pkt, fl)
 		}
 	})
 }
