@@ -128,7 +128,7 @@ var (
 	// ErrNoRoom: the frame lacks the headroom or tailroom Overhead reports.
 	ErrNoRoom = errors.New("frame lacks headroom or tailroom for the IPsec headers")
 	// ErrBadPacket: the packet to protect is not a well-formed IP packet of
-	// the family the mode needs, or is a fragment.
+	// the family the mode needs (a fragment under transport mode is ErrFragment).
 	ErrBadPacket = errors.New("packet to protect is not a well-formed IP packet")
 )
 
