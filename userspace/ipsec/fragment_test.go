@@ -296,3 +296,50 @@ for i in range(0, len(a), 3):
 		t.Fatalf("scapy judge said %s", out)
 	}
 }
+
+// TestEncryptBatchFragments: EncryptBatch treats fragments as Encrypt
+// does: in tunnel mode each is protected (and decrypts to itself), in
+// transport mode each gets ErrFragment, its frame untouched, while the
+// whole packets around it are protected with consecutive sequence numbers.
+func TestEncryptBatchFragments(t *testing.T) {
+	for _, mode := range []Mode{ModeTunnel, ModeTransport} {
+		p := gcmParams()
+		p.Mode = mode
+		tx, rx := newPair(t, p)
+		frs := fragments(udpPacket(false, 1500), 600, 0x77)
+		in := [][]byte{udpPacket(false, 64), frs[0], frs[1], udpPacket(false, 64), frs[2]}
+		pkts := make([]Packet, len(in))
+		for i, b := range in {
+			pkts[i] = Packet{frameWith(b), testHead, len(b)}
+		}
+		errs := make([]error, len(pkts))
+		done := tx.EncryptBatch(nil, pkts, errs)
+		seq := uint32(0)
+		for i, b := range in {
+			isFrag := i == 1 || i == 2 || i == 4
+			if mode == ModeTransport && isFrag {
+				if !errors.Is(errs[i], ErrFragment) || !bytes.Equal(pkts[i].Frame[testHead:testHead+len(b)], b) {
+					t.Errorf("%v: packet %d: err %v (want ErrFragment), frame unchanged %v", mode, i, errs[i], bytes.Equal(pkts[i].Frame[testHead:testHead+len(b)], b))
+				}
+				continue
+			}
+			if errs[i] != nil {
+				t.Fatalf("%v: packet %d: %v", mode, i, errs[i])
+			}
+			seq++
+			enc := pkts[i].Frame[pkts[i].Off : pkts[i].Off+pkts[i].N]
+			var o Outer
+			if ParseOuter(enc, 0, &o) != VerdictOK || o.Seq != seq {
+				t.Errorf("%v: packet %d: seq %d, want %d", mode, i, o.Seq, seq)
+			}
+			f := frameWith(enc)
+			r := rx.Decrypt(f, testHead, len(enc))
+			if r.Verdict != VerdictOK || !bytes.Equal(f[r.Off:r.Off+r.N], b) {
+				t.Errorf("%v: packet %d: verdict %v, same bytes %v", mode, i, r.Verdict, r.Verdict == VerdictOK && bytes.Equal(f[r.Off:r.Off+r.N], b))
+			}
+		}
+		if want := map[Mode]int{ModeTunnel: 5, ModeTransport: 2}[mode]; done != want {
+			t.Errorf("%v: %d protected, want %d", mode, done, want)
+		}
+	}
+}
