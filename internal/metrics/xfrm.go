@@ -87,10 +87,13 @@ func VerdictXfrmStat(v ipsec.Verdict) string {
 // XfrmOutError because the engine counts those causes together; a
 // decrypted packet the inbound policy refuses matched no template.
 var engineXfrm = map[string]string{
-	"out-no-sa":          "XfrmOutNoStates",
-	"out-discard":        "XfrmOutPolBlock",
-	"out-encrypt-error":  "XfrmOutError",
-	"in-policy-mismatch": "XfrmInTmplMismatch",
+	"out-no-sa":         "XfrmOutNoStates",
+	"out-discard":       "XfrmOutPolBlock",
+	"out-encrypt-error": "XfrmOutError",
+	// A fragment offered to a transport-mode SA (RFC 4303 §3.1.1); Linux
+	// transforms before it fragments, so it has no counter of its own.
+	"out-transport-fragment": "XfrmOutError",
+	"in-policy-mismatch":     "XfrmInTmplMismatch",
 }
 
 // EngineCounterXfrmStat returns the /proc/net/xfrm_stat counter for the

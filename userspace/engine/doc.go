@@ -21,6 +21,12 @@
 // place, Ethernet header from neigh, AF_XDP transmit; BYPASS: the same without
 // Encrypt; DISCARD: counted. A packet that would exceed the route MTU once
 // encapsulated is answered with an ICMP "too big" written back into the TUN.
+// Packets larger than the TUN's MTU reach the engine as IP fragments (IPv4
+// without DF, IPv6 fragmented by its sender): tunnel mode encrypts each
+// fragment as an inner packet and the peer's kernel reassembles at its TUN
+// (RFC 4301 §7); transport mode refuses them (out-transport-fragment, RFC
+// 4303 §3.1.1). A fragment without ports matches only policies with ANY
+// ports (sad.SPD.LookupFlow).
 //
 // TUN offload (default; `tun-offload off` disables it): the TUN carries a
 // virtio_net_hdr (engine/tun Config.VnetHdr). Outbound, one read returns up
