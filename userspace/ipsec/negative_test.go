@@ -141,7 +141,13 @@ func TestNATTVerdicts(t *testing.T) {
 		{"keepalive", natPacket(4500, []byte{0xff}), VerdictNATKeepalive},
 		{"non-ESP marker", natPacket(4500, []byte{0, 0, 0, 0, 1, 2, 3, 4, 5}), VerdictIKE},
 		{"IKE port 500", natPacket(500, []byte{1, 2, 3, 4, 5, 6, 7, 8}), VerdictIKE},
-		{"short ESP", natPacket(4500, []byte{1, 2, 3, 4, 5}), VerdictMalformed},
+		// The kernel's rule (xfrm4_udp_encap_rcv), which the XDP program
+		// follows too: 8 bytes or less, other than a keepalive, is IKE.
+		{"5 bytes", natPacket(4500, []byte{1, 2, 3, 4, 5}), VerdictIKE},
+		{"0xff and more", natPacket(4500, []byte{0xff, 0}), VerdictIKE},
+		{"ESP header alone", natPacket(4500, []byte{0, 0, 0x10, 1, 0, 0, 0, 1}), VerdictIKE},
+		{"empty", natPacket(4500, nil), VerdictIKE},
+		{"ESP header and 1 byte is ESP", natPacket(4500, []byte{0, 0, 0x10, 1, 0, 0, 0, 1, 0}), VerdictNoState},
 		{"other port", natPacket(53, []byte{1, 2, 3, 4, 5, 6, 7, 8}), VerdictNotIPsec},
 	} {
 		if r := open(rx, c.pkt); r.Verdict != c.want {

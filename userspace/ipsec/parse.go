@@ -161,10 +161,11 @@ func ParseOuter(pkt []byte, encapPort uint16, o *Outer) Verdict {
 			return VerdictNotIPsec
 		case len(b) == 1 && b[0] == 0xff:
 			return VerdictNATKeepalive
-		case len(b) >= 4 && binary.BigEndian.Uint32(b) == 0:
+		case len(b) <= 8 || binary.BigEndian.Uint32(b) == 0:
+			// The kernel's rule (xfrm4_udp_encap_rcv): ESP only when longer
+			// than an ESP header with a non-zero first word; everything
+			// else goes to the IKE socket, as the XDP program passes it.
 			return VerdictIKE
-		case len(b) < 8:
-			return VerdictMalformed
 		}
 		o.UDP, o.Proto, o.Off = true, ProtoESP, o.L3Len+8
 		o.Len = o.Off + len(b) // trust the UDP length for ESP's end
