@@ -150,9 +150,22 @@ type VethPair struct {
 	IPv6A, IPv6B netip.Addr
 }
 
-// NewVethPair creates two fresh namespaces and a veth pair between them.
+// NewVethPair creates two fresh namespaces and a veth pair between them,
+// each end with one rx and one tx queue.
 func NewVethPair(tb testing.TB) *VethPair {
 	tb.Helper()
+	return NewVethPairQueues(tb, 1)
+}
+
+// NewVethPairQueues is NewVethPair with queues rx and tx queues on each end
+// (1 to 64). On veth the receiver's rx queue is the sender's tx queue (the
+// skb's queue mapping, chosen by the flow hash or XPS, or an AF_XDP
+// socket's queue), so several flows spread over the queues.
+func NewVethPairQueues(tb testing.TB, queues int) *VethPair {
+	tb.Helper()
+	if queues < 1 || queues > 64 {
+		tb.Fatalf("veth pair with %d queues: want 1 to 64", queues)
+	}
 	p := &VethPair{
 		A:     NewNS(tb, tb.Name()+"a"),
 		B:     NewNS(tb, tb.Name()+"b"),
@@ -171,7 +184,9 @@ func NewVethPair(tb testing.TB) *VethPair {
 	}
 	// Create in A with the peer moved straight into B: the pair never
 	// exists in the caller's namespace.
-	p.A.MustRun(tb, "ip", "link", "add", p.IfA, "type", "veth", "peer", "name", p.IfB, "netns", p.B.Name)
+	nq := fmt.Sprint(queues)
+	p.A.MustRun(tb, "ip", "link", "add", p.IfA, "numtxqueues", nq, "numrxqueues", nq, "type", "veth",
+		"peer", "name", p.IfB, "netns", p.B.Name, "numtxqueues", nq, "numrxqueues", nq)
 	for _, end := range []struct {
 		ns       *NS
 		ifname   string

@@ -73,3 +73,28 @@ func TestVethPairCarriesTraffic(t *testing.T) {
 		t.Fatal("subtest did not create the pair")
 	}
 }
+
+func TestVethPairQueues(t *testing.T) {
+	RequireRoot(t)
+	var names []string
+	t.Run("two-queues", func(t *testing.T) {
+		p := NewVethPairQueues(t, 2)
+		names = []string{p.A.Name, p.B.Name}
+		for _, end := range []struct {
+			ns     *NS
+			ifname string
+		}{{p.A, p.IfA}, {p.B, p.IfB}} {
+			// The kernel's own view: one rx-N and tx-N directory per queue.
+			out := end.ns.MustRun(t, "ls", "/sys/class/net/"+end.ifname+"/queues")
+			got := strings.Fields(out)
+			want := []string{"rx-0", "rx-1", "tx-0", "tx-1"}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("%s queues = %v, want %v", end.ifname, got, want)
+			}
+		}
+		if out := p.A.MustRun(t, "ping", "-c", "1", "-W", "2", p.IPv4B.String()); !strings.Contains(out, "1 received") {
+			t.Fatalf("ping over the two-queue pair failed: %s", out)
+		}
+	})
+	CheckRemoved(t, names...)
+}
