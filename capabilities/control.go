@@ -110,7 +110,7 @@ type changeWire struct {
 }
 
 func (w changeWire) change() Change {
-	return Change{Seq: w.Seq, Reason: w.Reason, Detail: w.Detail, State: w.State}
+	return Change(w)
 }
 
 // ControlGet asks the daemon behind c for its latest change (caps.get).

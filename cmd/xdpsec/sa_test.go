@@ -195,7 +195,7 @@ func TestSAAddKeysOffArgv(t *testing.T) {
 		{"sa", "list", "--file", file},
 		{"sa", "add"},
 	} {
-		out, errOut, ok = cliRun(d, nil, args...)
+		_, errOut, ok = cliRun(d, nil, args...)
 		if ok || !strings.HasPrefix(errOut, "xdpsec sa: ") || len(lines(errOut)) != 2 || !strings.Contains(errOut, "run 'xdpsec help sa'") {
 			t.Errorf("%q: ok %v stderr %q, want a usage error", args, ok, errOut)
 		}

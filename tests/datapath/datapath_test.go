@@ -48,8 +48,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	xdpsecBin = filepath.Join(dir, "xdpsec")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(gobin, "build", "-o", xdpsecBin, "github.com/xdpsec/xdpsec/cmd/xdpsec").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", xdpsecBin, "github.com/xdpsec/xdpsec/cmd/xdpsec").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build xdpsec: %v\n%s", err, out)
 		os.RemoveAll(dir)

@@ -334,10 +334,9 @@ func espPayload(n int) int { return (n + 2 + 3) &^ 3 }
 // veth pair steers the same ESP frames to a socket that only receives and
 // releases them.
 type rxOnly struct {
-	p    *testutil.VethPair
-	s    *afxdp.Socket
-	gen  *ebpf.Program
-	spec string
+	p   *testutil.VethPair
+	s   *afxdp.Socket
+	gen *ebpf.Program
 }
 
 func newRxOnly(tb testing.TB) *rxOnly {

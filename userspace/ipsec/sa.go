@@ -179,4 +179,3 @@ func itoa(v int) string {
 	return string(b[i:])
 }
 
-var errNotYet = errors.New("not yet implemented")
