@@ -3,6 +3,9 @@ GO      ?= go
 CLANG   ?= clang-19
 BENCHTIME ?= 1s
 
+# staticcheck runs at a pinned version (go run fetches it; nothing in go.mod).
+STATICCHECK ?= v0.8.2
+
 .PHONY: all build generate test bench lint fuzz demo datapath-demo setup clean
 
 all: build
@@ -24,6 +27,7 @@ bench:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 # Every fuzz target for FUZZTIME each (after the whole suite, as CI does).
 fuzz:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: set up a fresh Debian machine and run the whole xdpsec test suite
 # as CI does: packages, BPF objects regenerated and compared with the
-# committed ones, gofmt + go vet, every test (root: namespaces, XDP, AF_XDP),
+# committed ones, gofmt + go vet + staticcheck, every test (root: namespaces, XDP, AF_XDP),
 # then a short run of every fuzz target.
 #
 #   FUZZTIME=10s  seconds per fuzz target (0 skips fuzzing)
