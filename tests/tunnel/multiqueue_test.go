@@ -1,12 +1,18 @@
 package tunnel
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -327,4 +333,165 @@ func windowConfig(t *testing.T, side string, window int, extra ...string) xdpsec
 		}
 	}
 	return xdpsectest.WriteConfig(t, t.TempDir(), name, append(xdpsectest.ReadExample(t, name+".conf"), extra...), keys)
+}
+
+// python is Debian's interpreter, which has scapy (the first python3 in
+// PATH may not).
+const python = "/usr/bin/python3"
+
+// Per-queue SA test keys (published, never real), AES-GCM-128 key+salt.
+const (
+	gcmQueue0 = "0x8182838485868788898a8b8c8d8e8f9091929394"
+	gcmQueue1 = "0xa1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4"
+)
+
+// TestMultiQueuePerQueueSAs receives per-queue SAs (RFC 9611: one SA per
+// resource, all with the same traffic selectors): an independent sender
+// (scapy, esp_flow.py) in A protects one UDP flow with SA 0x2001 from CPU 0
+// and another with SA 0x2002 from CPU 1, both at once, and XPS maps CPU q to
+// the veth's tx queue q, so each SA arrives on its own rx queue of B. B's
+// daemon (queues 2) has both SAs and one inbound policy whose template names
+// no SPI. Every count is exact: each queue's socket received its SA's
+// packets, each SA counted and accepted all of its own, the UDP sink got
+// every datagram of both flows.
+//
+// xdpsec as the sender cannot do this: its outbound lookup takes the newest
+// SA of a template (a rekey's successor) for every worker, so a second SA
+// with the same selectors replaces the first instead of serving another
+// queue.
+func TestMultiQueuePerQueueSAs(t *testing.T) {
+	testutil.RequireRoot(t)
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs: one sender is pinned to each to choose the tx queue")
+	}
+	if out, err := exec.Command(python, "-c", "import scapy.layers.ipsec, cryptography").CombinedOutput(); err != nil {
+		t.Skipf("needs %s with scapy and cryptography (Debian python3-scapy): %v %s", python, err, out)
+	}
+	var names []string
+	t.Run("rfc9611", func(t *testing.T) {
+		p := testutil.NewVethPairQueues(t, 2)
+		names = []string{p.A.Name, p.B.Name}
+		// XPS: a packet sent from CPU q leaves on tx queue q.
+		for q := 0; q < 2; q++ {
+			p.A.MustRun(t, "sh", "-c", fmt.Sprintf("echo %x > /sys/class/net/%s/queues/tx-%d/xps_cpus", 1<<q, p.IfA, q))
+		}
+		pin := xdpsectest.MountBPFFS(t)
+		conf := xdpsectest.WriteConfig(t, t.TempDir(), "pq-b", []string{
+			"link " + p.IfB, "tun xdpsec0", "address 198.51.100.2/32", "keys pq-b.keys", "queues 2", "pin " + pin,
+			"ip xfrm policy add src 198.51.100.2/32 dst 198.51.100.1/32 dir out tmpl src 192.0.2.2 dst 192.0.2.1 proto esp mode tunnel",
+			"ip xfrm policy add src 198.51.100.1/32 dst 198.51.100.2/32 dir in tmpl src 192.0.2.1 dst 192.0.2.2 proto esp mode tunnel",
+		}, []string{
+			"ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x2001 mode tunnel aead 'rfc4106(gcm(aes))' " + gcmQueue0 + " 128",
+			"ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x2002 mode tunnel aead 'rfc4106(gcm(aes))' " + gcmQueue1 + " 128",
+			"ip xfrm state add src 192.0.2.2 dst 192.0.2.1 proto esp spi 0x1002 mode tunnel aead 'rfc4106(gcm(aes))' " + gcmBA + " 128",
+		})
+		script, err := filepath.Abs("esp_flow.py")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := xdpsectest.StartDaemon(t, p.B, conf, xdpsectest.Options{})
+		requireTwoQueues(t, b, p.IfB)
+
+		var sink *net.UDPConn
+		if err := p.B.Do(func() (err error) {
+			sink, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("198.51.100.2"), Port: 4789})
+			return
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
+		sink.SetReadBuffer(4 << 20)
+
+		// Different counts per SA, so each queue's count names its SA.
+		flows := []struct {
+			spi   uint32
+			key   string
+			sport int
+			n     int
+		}{{0x2001, gcmQueue0, 5001, 200}, {0x2002, gcmQueue1, 5002, 120}}
+		total := flows[0].n + flows[1].n
+		b0 := b.SettledStats()
+		got := make(chan map[int]int, 1)
+		go func() {
+			from := map[int]int{}
+			buf := make([]byte, 2048)
+			for k := 0; k < total; k++ {
+				// Bounded: scapy builds every frame first (a few s on a busy
+				// machine), then 15 s without a datagram ends the count.
+				sink.SetReadDeadline(time.Now().Add(15 * time.Second))
+				_, src, err := sink.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					break
+				}
+				from[int(src.Port())]++
+			}
+			got <- from
+		}()
+		var wg sync.WaitGroup
+		for q, f := range flows {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				in, _ := json.Marshal(map[string]any{
+					"iface": p.IfA, "mac_src": p.MACA.String(), "mac_dst": p.MACB.String(),
+					"outer_src": "192.0.2.1", "outer_dst": "192.0.2.2", "spi": f.spi, "key": strings.TrimPrefix(f.key, "0x"),
+					"inner_src": "198.51.100.1", "inner_dst": "198.51.100.2", "sport": f.sport, "dport": 4789,
+					"count": f.n, "size": 600,
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, "taskset", "-c", fmt.Sprint(q), "ip", "netns", "exec", p.A.Name, python, script)
+				cmd.Stdin = bytes.NewReader(in)
+				out, err := cmd.CombinedOutput()
+				var res struct {
+					Sent int   `json:"sent"`
+					CPUs []int `json:"cpus"`
+				}
+				if err == nil {
+					err = json.Unmarshal(out, &res)
+				}
+				if err != nil || res.Sent != f.n || len(res.CPUs) != 1 || res.CPUs[0] != q {
+					t.Errorf("esp_flow.py for SA %#x on CPU %d: %v, result %+v\n%s", f.spi, q, err, res, out)
+				}
+			}()
+		}
+		wg.Wait()
+		from := <-got
+		b1 := b.SettledStats()
+
+		for _, f := range flows {
+			if from[f.sport] != f.n {
+				t.Errorf("UDP sink: %d of %d datagrams from port %d (SA %#x)", from[f.sport], f.n, f.sport, f.spi)
+			}
+		}
+		rx, _ := socketDeltas(b0, b1, p.IfB)
+		t.Logf("ESP per queue at B: %v", rx)
+		for q, f := range flows {
+			if rx[q] != uint64(f.n) {
+				t.Errorf("B's socket on queue %d received %d ESP packets, want %d (SA %#x's, sent from CPU %d)", q, rx[q], f.n, f.spi, q)
+			}
+			key := fmt.Sprintf("esp spi 0x%08x dst 192.0.2.2", f.spi)
+			sa0, sa1 := xdpsectest.SAStats(b0, key), xdpsectest.SAStats(b1, key)
+			if sa1.Key == "" {
+				t.Fatalf("B has no SA %q: %+v", key, b1.SAs)
+			}
+			if d := sa1.Packets - sa0.Packets; d != uint64(f.n) {
+				t.Errorf("B SA %s packets grew by %d, want %d", key, d, f.n)
+			}
+			if d := sa1.Verdicts["ok"] - sa0.Verdicts["ok"]; d != uint64(f.n) {
+				t.Errorf("B SA %s verdict ok grew by %d, want %d (verdicts %v)", key, d, f.n, sa1.Verdicts)
+			}
+			if d := sa1.XDPPackets - sa0.XDPPackets; d != uint64(f.n) {
+				t.Errorf("B XDP matched %d packets of SA %s, want %d", d, key, f.n)
+			}
+		}
+		if d := b1.Counters["in-delivered"] - b0.Counters["in-delivered"]; d != uint64(total) {
+			t.Errorf("B in-delivered grew by %d, want %d", d, total)
+		}
+		checkNoBadVerdicts(t, "B", b0, b1)
+		if t.Failed() {
+			t.Log(xdpsectest.Dump(b))
+		}
+	})
+	testutil.CheckRemoved(t, names...)
 }
