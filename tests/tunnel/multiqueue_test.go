@@ -496,3 +496,34 @@ func TestMultiQueuePerQueueSAs(t *testing.T) {
 	})
 	testutil.CheckRemoved(t, names...)
 }
+
+// TestMultiQueueFewerWorkersWarns: `queues 1` on a link with two rx queues in
+// use leaves queue 1 without a socket, so IPsec arriving there is passed to
+// a kernel without the SAs (steer-fallback); the daemon says so at start,
+// and does not when `queues` covers every queue.
+func TestMultiQueueFewerWorkersWarns(t *testing.T) {
+	testutil.RequireRoot(t)
+	var names []string
+	t.Run("queues-1-of-2", func(t *testing.T) {
+		p := testutil.NewVethPairQueues(t, 2)
+		names = []string{p.A.Name, p.B.Name}
+		pin := xdpsectest.MountBPFFS(t)
+		const warning = "link has more rx queues in use than `queues`"
+		for _, c := range []struct {
+			queues int
+			warn   bool
+		}{{1, true}, {2, false}} {
+			d := xdpsectest.StartDaemon(t, p.B, exampleConfig(t, "b", "pin "+pin, fmt.Sprintf("queues %d", c.queues)), xdpsectest.Options{})
+			if st := d.Stats(); st.Workers != c.queues || len(st.Sockets) != c.queues {
+				t.Errorf("queues %d: %d workers, %d sockets", c.queues, st.Workers, len(st.Sockets))
+			}
+			if !d.Stop() {
+				t.Errorf("queues %d: daemon did not stop on SIGTERM", c.queues)
+			}
+			if got := strings.Contains(d.Log(), warning); got != c.warn {
+				t.Errorf("queues %d on 2 rx queues: warning %q logged = %v, want %v; log:\n%s", c.queues, warning, got, c.warn, d.Log())
+			}
+		}
+	})
+	testutil.CheckRemoved(t, names...)
+}

@@ -49,8 +49,24 @@
 // Reload, lifetime expiry) is followed by a sync of the loader's SA map: the
 // inbound SAs (those whose destination is a local address of the namespace,
 // or whose spec says `dir in`) are put, the others removed. Only packets of
-// SAs in the map are steered; the rest pass to the kernel. Per-queue SAs
-// (RFC 9611, one SPI per queue) need nothing special: each is one SAD entry.
+// SAs in the map are steered; the rest pass to the kernel.
+//
+// # Several queues
+//
+// Received per-queue SAs (RFC 9611: one SA per queue or CPU of the sender,
+// all with the same selectors) need nothing special: each is one SAD entry,
+// and an in policy whose template names no SPI accepts them all. Sending,
+// the engine does not pick an SA per queue: a template selects the newest
+// matching SA (sad.LookupOutbound, a rekey's successor) for every worker,
+// so xdpsec sends one SA from all its queues. One SA on several queues
+// shares one replay window, and the queues reorder its packets by as much
+// as one worker's time off its CPU: on two shared vCPUs, a 64-packet
+// window refused 13-16% of the ESP packets of TCP through such an SA as
+// replay, a 65536-packet one none (tests/tunnel BenchmarkMultiQueueTCP).
+// Give SAs carried by several queues a replay window of thousands of
+// packets. `queues N` below a link's rx queues in use leaves the others
+// without a socket (their IPsec packets pass to the kernel,
+// steer-fallback); Start warns about it.
 //
 // # Transport mode and routing
 //

@@ -282,6 +282,10 @@ func Start(cfg Config) (_ *Engine, err error) {
 		}
 		el.queues = len(socks[li])
 		queues = max(queues, el.queues)
+		if cfg.Queues > 0 && el.queues == cfg.Queues && rxQueueInUse(el.index, cfg.Queues) {
+			e.log.Warn("link has more rx queues in use than `queues`: IPsec packets arriving on the others are not steered (counted steer-fallback) and reach a kernel without the SAs; raise `queues` to the link's rx queue count or lower that (ethtool -L LINK combined N)",
+				"link", el.name, "queues", cfg.Queues)
+		}
 	}
 	if queues > tun.MaxQueues {
 		return nil, fmt.Errorf("%w: %d queues: at most %d", ErrConfig, queues, tun.MaxQueues)
@@ -425,6 +429,21 @@ func (e *Engine) probeCapabilities(queues int, socks [][]*afxdp.Socket) (*capabi
 // Capabilities returns the hub the engine obeys (nil when probing failed
 // and none was given): serve it on the control socket.
 func (e *Engine) Capabilities() *capabilities.Hub { return e.hub }
+
+// rxQueueInUse reports whether queue q of the link is in use (below its
+// real_num_rx_queues), which netlink cannot tell (see Start): an AF_XDP bind
+// to it succeeds or finds it taken (EBUSY); past the last queue in use bind
+// answers EINVAL. The probe binds in copy mode with a tiny UMEM and closes
+// at once, so no driver reconfigures a queue for zero-copy.
+func rxQueueInUse(ifindex, q int) bool {
+	s, err := afxdp.Open(afxdp.Config{Ifindex: ifindex, Queue: q, Mode: afxdp.BindCopy, FrameCount: 64,
+		RxRingSize: 64, TxRingSize: 64, FillRingSize: 64, CompletionRingSize: 64})
+	if err != nil {
+		return errors.Is(err, unix.EBUSY)
+	}
+	s.Close()
+	return true
+}
 
 // openSocket opens an AF_XDP socket, retrying while the kernel still
 // releases the queue from a socket closed just before (EBUSY).
