@@ -192,7 +192,9 @@ func TestMultiQueueOneSA(t *testing.T) {
 		b := xdpsectest.StartDaemon(t, p.B, windowConfig(t, "b", mqWindow, "pin "+pin, "queues 2"), xdpsectest.Options{})
 		requireTwoQueues(t, a, p.IfA)
 		requireTwoQueues(t, b, p.IfB)
+		// Resolve the next hops (IPv4 and IPv6) before counting.
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b)
+		xdpsectest.Ping(t, p.A, "2001:db8:b::1", 2, a, b)
 
 		const perFlow = 16
 		const n = mqFlows * perFlow
@@ -211,6 +213,10 @@ func TestMultiQueueOneSA(t *testing.T) {
 		}
 		if rxB[0] == 0 || rxB[1] == 0 || rxB[0]+rxB[1] != n {
 			t.Errorf("B's sockets received %v ESP packets per queue, want both > 0 summing to %d", rxB, n)
+		}
+		// The veth delivers what A's socket q sent to B's rx queue q.
+		if txA[0] != rxB[0] || txA[1] != rxB[1] {
+			t.Errorf("A sent %v per queue but B received %v: a veth's tx queue q is its peer's rx queue q", txA, rxB)
 		}
 		key := "esp spi 0x00001001 dst 192.0.2.2"
 		sa0, sa1 := xdpsectest.SAStats(b0, key), xdpsectest.SAStats(b1, key)
@@ -237,13 +243,29 @@ func TestMultiQueueOneSA(t *testing.T) {
 		}
 		checkNoBadVerdicts(t, "B", b0, b1)
 
+		// The same over IPv6 (inner and outer): SA 0x1101 on both queues.
+		udpFlows(t, p, netip.MustParseAddrPort("[2001:db8:b::1]:4789"), mqFlows, perFlow/2, 1000)
+		a2, b2 := a.SettledStats(), b.SettledStats()
+		_, txA6 := socketDeltas(a1, a2, p.IfA)
+		rxB6, _ := socketDeltas(b1, b2, p.IfB)
+		const n6 = mqFlows * perFlow / 2
+		if rxB6[0] == 0 || rxB6[1] == 0 || rxB6[0]+rxB6[1] != n6 || txA6[0] != rxB6[0] || txA6[1] != rxB6[1] {
+			t.Errorf("IPv6: A sent %v, B received %v ESP packets per queue; want both > 0, equal per queue, summing to %d", txA6, rxB6, n6)
+		}
+		key6 := "esp spi 0x00001101 dst 2001:db8::2"
+		if d := xdpsectest.SAStats(b2, key6).Verdicts["ok"] - xdpsectest.SAStats(b1, key6).Verdicts["ok"]; d != n6 {
+			t.Errorf("B SA %s verdict ok grew by %d, want %d", key6, d, n6)
+		}
+		checkNoBadVerdicts(t, "B", b1, b2)
+		a1, b1 = a2, b2
+
 		// Echoes both ways and parallel TCP streams over the same SAs.
 		xdpsectest.Ping(t, p.A, "198.51.100.2", 10, a, b)
 		xdpsectest.Ping(t, p.B, "198.51.100.1", 10, a, b)
 		parallelTCP(t, p, "198.51.100.2", 4, 1<<20)
-		a2, b2 := a.SettledStats(), b.SettledStats()
-		checkNoBadVerdicts(t, "A", a1, a2)
-		checkNoBadVerdicts(t, "B", b1, b2)
+		a3, b3 := a.SettledStats(), b.SettledStats()
+		checkNoBadVerdicts(t, "A", a1, a3)
+		checkNoBadVerdicts(t, "B", b1, b3)
 		if t.Failed() {
 			t.Log(xdpsectest.Dump(a, b))
 		}
@@ -512,10 +534,17 @@ func TestMultiQueueFewerWorkersWarns(t *testing.T) {
 		for _, c := range []struct {
 			queues int
 			warn   bool
-		}{{1, true}, {2, false}} {
-			d := xdpsectest.StartDaemon(t, p.B, exampleConfig(t, "b", "pin "+pin, fmt.Sprintf("queues %d", c.queues)), xdpsectest.Options{})
-			if st := d.Stats(); st.Workers != c.queues || len(st.Sockets) != c.queues {
-				t.Errorf("queues %d: %d workers, %d sockets", c.queues, st.Workers, len(st.Sockets))
+		}{{1, true}, {2, false}, {0, false}} {
+			// 0: no `queues` line, one worker per rx queue in use.
+			extra := []string{"pin " + pin}
+			want := 2
+			if c.queues > 0 {
+				extra = append(extra, fmt.Sprintf("queues %d", c.queues))
+				want = c.queues
+			}
+			d := xdpsectest.StartDaemon(t, p.B, exampleConfig(t, "b", extra...), xdpsectest.Options{})
+			if st := d.Stats(); st.Workers != want || len(st.Sockets) != want {
+				t.Errorf("queues %d: %d workers, %d sockets, want %d", c.queues, st.Workers, len(st.Sockets), want)
 			}
 			if !d.Stop() {
 				t.Errorf("queues %d: daemon did not stop on SIGTERM", c.queues)
