@@ -58,9 +58,13 @@
 // and an in policy whose template names no SPI accepts them all. Sending,
 // the engine does not pick an SA per queue: a template selects the newest
 // matching SA (sad.LookupOutbound, a rekey's successor) for every worker,
-// so xdpsec sends one SA from all its queues. One SA on several queues
-// shares one replay window, and the queues reorder its packets by as much
-// as one worker's time off its CPU: on two shared vCPUs, a 64-packet
+// so xdpsec sends one SA from all its queues. A receiving NIC's RSS
+// usually hashes ESP by addresses (and SPI), which keeps one SA on one rx
+// queue; a veth does not (its rx queue is the sender's tx queue). One SA
+// received on several queues shares one replay window, and the queues
+// reorder its packets by up to a batch (128 frames a round) and, while a
+// worker is off its CPU, by all the other queues carry meanwhile: on two
+// shared vCPUs, a 64-packet
 // window refused 13-16% of the ESP packets of TCP through such an SA as
 // replay, a 65536-packet one none (tests/tunnel BenchmarkMultiQueueTCP).
 // Give SAs carried by several queues a replay window of thousands of
