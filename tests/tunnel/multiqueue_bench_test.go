@@ -3,7 +3,9 @@ package tunnel
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,9 @@ const mqBenchSeconds = 3
 // reorders its packets by as much as one worker's time off its CPU, and
 // the replay-% metrics say what share of B's ESP packets the window refused
 // for it (the loss TCP then repairs). Metrics: medians over the rounds, in
-// Mbit/s, q2/q1 = queues 2 (window 65536) over queues 1 in the same round.
+// Mbit/s, q2/q1 = queues 2 (window 65536) over queues 1 in the same round,
+// and cpu-busy-% = how busy the machine's CPUs were during the iperf3 run
+// (/proc/stat: both daemons, iperf3 and softirq share them).
 // No assertion: it reports. Needs root and iperf3; about 20 s a round.
 //
 //	go test -run '^$' -bench MultiQueueTCP -benchtime 3x ./tests/tunnel/
@@ -41,6 +45,7 @@ func BenchmarkMultiQueueTCP(b *testing.B) {
 	}{{"q1", 1, 65536}, {"q2", 2, 65536}, {"q2-w64", 2, 64}}
 	mbits := map[string][]float64{}
 	replay := map[string][]float64{}
+	busy := map[string][]float64{}
 	var ratios []float64
 	port := 5301
 	for round := 0; round < b.N; round++ {
@@ -52,7 +57,10 @@ func BenchmarkMultiQueueTCP(b *testing.B) {
 			d := xdpsectest.StartDaemon(b, p.B, windowConfig(b, "b", c.window, extra...), xdpsectest.Options{})
 			xdpsectest.Ping(b, p.A, "198.51.100.2", 2, a, d)
 			b0 := d.SettledStats()
+			c0 := cpuTimes(b)
 			m := iperf3(b, p, "198.51.100.2", port, 8)
+			c1 := cpuTimes(b)
+			busyPct := 100 * (1 - float64(c1.idle-c0.idle)/float64(max(c1.total-c0.total, 1)))
 			port++
 			b1 := d.SettledStats()
 			a.Stop()
@@ -60,7 +68,8 @@ func BenchmarkMultiQueueTCP(b *testing.B) {
 			ok := b1.InVerdicts["ok"] - b0.InVerdicts["ok"]
 			rp := b1.InVerdicts["replay"] - b0.InVerdicts["replay"]
 			rx, _ := socketDeltas(b0, b1, p.IfB)
-			line += fmt.Sprintf("; %s %.0f Mbit/s, B accepted %d ESP, refused %d as replay, per queue %v", c.name, m, ok, rp, rx)
+			line += fmt.Sprintf("; %s %.0f Mbit/s, CPUs %.0f%% busy, B accepted %d ESP, refused %d as replay, per queue %v", c.name, m, busyPct, ok, rp, rx)
+			busy[c.name] = append(busy[c.name], busyPct)
 			got[c.name] = m
 			mbits[c.name] = append(mbits[c.name], m)
 			replay[c.name] = append(replay[c.name], 100*float64(rp)/float64(max(ok+rp, 1)))
@@ -76,6 +85,7 @@ func BenchmarkMultiQueueTCP(b *testing.B) {
 	for _, c := range configs {
 		b.ReportMetric(median(mbits[c.name]), c.name+"-Mbit/s")
 		b.ReportMetric(median(replay[c.name]), c.name+"-replay-%")
+		b.ReportMetric(median(busy[c.name]), c.name+"-cpu-busy-%")
 	}
 	b.ReportMetric(median(ratios), "q2/q1")
 }
@@ -128,4 +138,37 @@ func iperf3(tb testing.TB, p *testutil.VethPair, addr string, port, streams int)
 		tb.Fatalf("iperf3 to %s:%d: %v %s\n%s", addr, port, err, res.Error, out)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e6
+}
+
+// cpuTime is the machine's CPU time so far, from /proc/stat, in ticks.
+type cpuTime struct{ idle, total uint64 }
+
+// cpuTimes reads the first line of /proc/stat (all CPUs): idle counts idle
+// and iowait, total every field.
+func cpuTimes(tb testing.TB) cpuTime {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		tb.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	var c cpuTime
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		// Fields 8 and 9 (guest, guest_nice) are already in user and nice.
+		if i < 8 {
+			c.total += v
+		}
+		if i == 3 || i == 4 {
+			c.idle += v
+		}
+	}
+	return c
 }
