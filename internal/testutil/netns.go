@@ -151,10 +151,12 @@ type VethPair struct {
 }
 
 // NewVethPair creates two fresh namespaces and a veth pair between them,
-// each end with one rx and one tx queue.
+// with the kernel's default queues: one rx and one tx queue in use on each
+// end, more allocated (one per possible CPU), so `ethtool -L` can raise the
+// count at run time.
 func NewVethPair(tb testing.TB) *VethPair {
 	tb.Helper()
-	return NewVethPairQueues(tb, 1)
+	return newVethPair(tb, 0)
 }
 
 // NewVethPairQueues is NewVethPair with queues rx and tx queues on each end
@@ -166,6 +168,13 @@ func NewVethPairQueues(tb testing.TB, queues int) *VethPair {
 	if queues < 1 || queues > 64 {
 		tb.Fatalf("veth pair with %d queues: want 1 to 64", queues)
 	}
+	return newVethPair(tb, queues)
+}
+
+// newVethPair is NewVethPair with queues rx and tx queues allocated and in
+// use per end, or the kernel's default when queues is 0.
+func newVethPair(tb testing.TB, queues int) *VethPair {
+	tb.Helper()
 	p := &VethPair{
 		A:     NewNS(tb, tb.Name()+"a"),
 		B:     NewNS(tb, tb.Name()+"b"),
@@ -184,9 +193,12 @@ func NewVethPairQueues(tb testing.TB, queues int) *VethPair {
 	}
 	// Create in A with the peer moved straight into B: the pair never
 	// exists in the caller's namespace.
-	nq := fmt.Sprint(queues)
-	p.A.MustRun(tb, "ip", "link", "add", p.IfA, "numtxqueues", nq, "numrxqueues", nq, "type", "veth",
-		"peer", "name", p.IfB, "netns", p.B.Name, "numtxqueues", nq, "numrxqueues", nq)
+	var nq []string
+	if queues > 0 {
+		nq = []string{"numtxqueues", fmt.Sprint(queues), "numrxqueues", fmt.Sprint(queues)}
+	}
+	args := append(append([]string{"link", "add", p.IfA}, nq...), "type", "veth", "peer", "name", p.IfB, "netns", p.B.Name)
+	p.A.MustRun(tb, "ip", append(args, nq...)...)
 	for _, end := range []struct {
 		ns       *NS
 		ifname   string

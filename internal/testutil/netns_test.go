@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,19 @@ func TestVethPairQueues(t *testing.T) {
 		}
 		if out := p.A.MustRun(t, "ping", "-c", "1", "-W", "2", p.IPv4B.String()); !strings.Contains(out, "1 received") {
 			t.Fatalf("ping over the two-queue pair failed: %s", out)
+		}
+	})
+	// NewVethPair keeps the kernel's default: one queue in use, more
+	// allocated on a multi-CPU machine, so tests can raise the count with
+	// ethtool -L (tests/caps does).
+	t.Run("default", func(t *testing.T) {
+		p := NewVethPair(t)
+		names = append(names, p.A.Name, p.B.Name)
+		if got := strings.Fields(p.A.MustRun(t, "ls", "/sys/class/net/"+p.IfA+"/queues")); strings.Join(got, " ") != "rx-0 tx-0" {
+			t.Errorf("%s queues = %v, want [rx-0 tx-0]", p.IfA, got)
+		}
+		if runtime.NumCPU() >= 2 {
+			p.A.MustRun(t, "ethtool", "-L", p.IfA, "rx", "2")
 		}
 	})
 	CheckRemoved(t, names...)
