@@ -23,10 +23,10 @@ import (
 	"github.com/xdpsec/xdpsec/userspace/engine"
 )
 
-// The multi-queue tests run the example tunnel over a veth pair with two rx
-// and two tx queues per end and `queues 2` in both daemons: two AF_XDP
-// sockets and two workers per side. Where a packet goes is the kernel's
-// choice, not the test's:
+// The multi-queue tests run over a veth pair with two rx and two tx queues
+// per end, TestMultiQueueOneSA with the example tunnel and `queues 2` in
+// both daemons: two AF_XDP sockets and two workers per side. Where a
+// packet goes is the kernel's choice, not the test's:
 //
 //   - A's local stack picks a TUN queue per flow (the flow hash; a UDP
 //     socket's hash is random per socket), and A's worker q reads TUN
@@ -41,15 +41,16 @@ import (
 // exactly one socket.
 
 // mqWindow is the replay window of the SAs in TestMultiQueueOneSA: the
-// largest (replay.MaxSize). One SA across two queues reorders its packets by
-// as many as the other queue carries while one worker (A's, between drawing
-// sequence numbers and transmitting, or B's) is off its CPU, and on two
-// shared vCPUs that is thousands: in one run, four TCP streams through the
-// tunnel lost 16%, 9% and 3% of their ESP packets to the window at 64, 256
-// and 1024 packets, none at 4096 (BenchmarkMultiQueueTCP measures 13-16% at
-// 64 with eight streams, none at 65536). The test
-// checks that the one window is correct — every packet accepted once, no
-// false refusal — not that a small window absorbs a scheduler's reordering.
+// largest (replay.MaxSize). One SA across two queues is reordered by up to
+// a batch (128 frames) and, while one worker (A's, between drawing sequence
+// numbers and transmitting, or B's) is off its CPU, by all the other queue
+// carries meanwhile; on two shared vCPUs that is thousands. In one run the
+// window refused as replay 16%, 9% and 3% of the ESP packets of four TCP
+// streams at 64, 256 and 1024 packets, none at 4096
+// (BenchmarkMultiQueueTCP: 13-16% at 64 with eight streams, none at 65536).
+// The test checks that the one window is correct (every packet accepted
+// once, no false refusal), not that a small window absorbs the scheduler's
+// reordering.
 const mqWindow = 65536
 
 // mqFlows is how many UDP sockets (flows) the tests send from: with a random
@@ -175,8 +176,8 @@ func checkNoBadVerdicts(t *testing.T, who string, before, after engine.Stats) {
 	}
 }
 
-// TestMultiQueueOneSA runs one SA in each direction over two queues: many
-// UDP flows from A to B arrive whole, both of A's sockets sent ESP and both
+// TestMultiQueueOneSA runs one SA in each direction and family over two
+// queues: many UDP flows from A to B (IPv4, then IPv6) arrive whole, both of A's sockets sent ESP and both
 // of B's received it, and the one SA that carried it all (0x1001) counted
 // every packet with no replay or bad-ICV verdict although two workers
 // checked its one window concurrently. Pings both ways and parallel TCP
