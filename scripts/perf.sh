@@ -52,7 +52,7 @@ for line, who in zip(sys.stdin, ["A", "B"]):
 echo "== load: iperf3 TCP A -> B through the tunnel for $((DUR + 2))s; perf record -g -F $FREQ on both daemons for ${DUR}s"
 sysctl -qw kernel.bpf_stats_enabled=1
 ip netns exec "$B" iperf3 -s -1 -p 5201 >"$WORK/iperf-s.log" 2>&1 & PIDS+=($!)
-sleep 0.3
+tunnel_listening "$B" 5201
 ip netns exec "$A" iperf3 -c 198.51.100.2 -p 5201 -t $((DUR + 2)) -J >"$WORK/iperf.json" 2>&1 & PI=$!; PIDS+=($PI)
 sleep 1
 perf record -q -g -F "$FREQ" -p "$PA,$PB" -o "$WORK/perf.data" -- sleep "$DUR" 2>"$WORK/perf-record.log" ||

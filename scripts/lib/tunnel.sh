@@ -102,10 +102,23 @@ xs() {
 	ip netns exec "$ns" "$X" "$@" --socket "$WORK/run-$s/control.sock"
 }
 
+# tunnel_listening NS PORT: wait (at most 5 s) until a TCP socket listens on
+# PORT in NS: an iperf3 client started before its server listens gets
+# "connection refused" and, with -J, still exits 0.
+tunnel_listening() {
+	local i
+	for i in $(seq 50); do
+		[ -n "$(ip netns exec "$1" ss -Htln "sport = :$2")" ] && return 0
+		sleep 0.1
+	done
+	echo "tunnel.sh: nothing listens on port $2 in $1 after 5 s" >&2
+	return 1
+}
+
 tunnel_iperf() {
 	ip netns exec "$B" iperf3 -s -1 -p "$2" >/dev/null 2>&1 & local srv=$!
 	PIDS+=("$srv")
-	sleep 0.3
+	tunnel_listening "$B" "$2"
 	ip netns exec "$A" iperf3 -c "$1" -p "$2" -t "$3" -J |
 		/usr/bin/python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
 	wait "$srv" 2>/dev/null || true
