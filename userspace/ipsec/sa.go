@@ -178,4 +178,3 @@ func itoa(v int) string {
 	}
 	return string(b[i:])
 }
-
