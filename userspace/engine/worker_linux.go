@@ -777,7 +777,7 @@ func (w *worker) send(s *afxdp.Socket, d afxdp.Desc, off, n int) {
 		}
 		for i := range tmpls {
 			t := &tmpls[i]
-			a := w.e.sad.LookupOutbound(t, f.Src, f.Dst)
+			a := w.e.sad.LookupOutbound(t, f.Src, f.Dst, w.q)
 			if a == nil {
 				if t.Level == sad.LevelUse {
 					continue

@@ -96,7 +96,9 @@ type Association struct {
 	softDone atomic.Bool
 	// seq orders Associations by creation, for "newest wins" choices.
 	seq uint64
-	sad *SAD
+	// pcpu is spec.PCPU, or -1 when the SA serves every queue.
+	pcpu int
+	sad  *SAD
 }
 
 // Key returns the SA's (SPI, dst, proto).
@@ -260,19 +262,33 @@ func (d *SAD) Get(k SAKey) (*Association, error) {
 
 // LookupOutbound returns the SA that a policy template t selects for a
 // packet from src to dst (used when t has no addresses, as transport-mode
-// templates may), or nil. Among several candidates (a rekey overlap) the
-// newest wins, as in Linux. Hard-expired SAs are skipped.
-func (d *SAD) LookupOutbound(t *Template, src, dst netip.Addr) *Association {
+// templates may), sent by the worker of engine queue queue, or nil.
+//
+// Per-queue SAs (RFC 9611, `pcpu-num`) come first: the newest matching SA
+// whose PCPU is queue wins; without one, the newest matching SA without
+// PCPU (the fallback SA, as in Linux 6.13+). An SA whose PCPU names
+// another queue is never returned, so queue -1 selects fallback SAs only.
+// Among several candidates of one kind (a rekey overlap) the newest wins,
+// as in Linux. Hard-expired SAs are skipped. It takes no lock and
+// allocates nothing.
+func (d *SAD) LookupOutbound(t *Template, src, dst netip.Addr, queue int) *Association {
 	if t.Src.IsValid() {
 		src, dst = t.Src, t.Dst
 	}
+	var fallback *Association
 	for _, a := range d.cur.Load().out[outKey{src, dst, t.Proto}] {
+		if a.pcpu != queue && (a.pcpu >= 0 || fallback != nil) {
+			continue // another queue's SA, or an older fallback
+		}
 		if (t.SPI == 0 || t.SPI == a.key.SPI) && (t.ReqID == 0 || t.ReqID == a.spec.ReqID) &&
 			t.Mode == a.spec.Mode && !a.sa.HardExpired() {
-			return a
+			if a.pcpu == queue {
+				return a
+			}
+			fallback = a
 		}
 	}
-	return nil
+	return fallback
 }
 
 // Len returns the number of SAs.
@@ -422,7 +438,10 @@ func (d *SAD) find(t *saTable, k SAKey) *Association {
 // not nil (see Update).
 func (d *SAD) build(spec *SASpec, old *Association) (*Association, error) {
 	p := spec.Params()
-	a := &Association{key: spec.Key(), spec: spec, sad: d}
+	a := &Association{key: spec.Key(), spec: spec, sad: d, pcpu: -1}
+	if spec.PCPU != nil {
+		a.pcpu = int(*spec.PCPU)
+	}
 	if old != nil {
 		a.added = old.added
 		a.firstUse.Store(old.firstUse.Load())

@@ -211,29 +211,29 @@ func TestSADLookupOutbound(t *testing.T) {
 	newer, _ := d.Add(mustSA(t, gcmSpec(0x3001, "reqid 1")))
 	other, _ := d.Add(mustSA(t, gcmSpec(0x3002, "reqid 2")))
 	tm := Template{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel, ReqID: 1}
-	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}); got != newer {
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != newer {
 		t.Fatalf("reqid 1: got %v, want the newest", got)
 	}
 	tm.SPI = 0x3000
-	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}); got != old {
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != old {
 		t.Fatalf("spi 0x3000: got %v", got)
 	}
 	tm.SPI, tm.ReqID = 0, 2
-	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}); got != other {
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != other {
 		t.Fatalf("reqid 2: got %v", got)
 	}
 	tm.Mode = ipsec.ModeTransport
-	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}); got != nil {
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != nil {
 		t.Fatalf("transport: got %v", got)
 	}
 	// A transport template without addresses takes the packet's.
 	tr := Template{Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel}
-	if got := d.LookupOutbound(&tr, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")); got != other {
+	if got := d.LookupOutbound(&tr, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), 0); got != other {
 		t.Fatalf("addressless: got %v", got)
 	}
 	d.Delete(newer.Key())
 	tm = Template{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel, ReqID: 1}
-	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}); got != old {
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != old {
 		t.Fatalf("after deleting the newest: got %v", got)
 	}
 }
@@ -506,5 +506,134 @@ func TestCountN(t *testing.T) {
 	}
 	if fu := batched.FirstUse(); !fu.Equal(clk.now()) {
 		t.Fatalf("first use %v, want %v", fu, clk.now())
+	}
+}
+
+// TestSADLookupOutboundPerQueue: RFC 9611 per-queue SAs (pcpu-num). A
+// worker prefers its own queue's SA over a fallback SA whatever their
+// ages, falls back to the newest SA without pcpu-num when its queue has
+// none, never takes another queue's SA, and within one queue a rekey's
+// newer SA wins.
+func TestSADLookupOutboundPerQueue(t *testing.T) {
+	d := NewSAD(Config{Shards: 4})
+	add := func(spi uint32, extra string) *Association {
+		t.Helper()
+		a, err := d.Add(mustSA(t, gcmSpec(spi, "reqid 1 "+extra)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	tm := Template{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel, ReqID: 1}
+	look := func(q int) *Association { return d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, q) }
+	want := func(what string, q int, w *Association) {
+		t.Helper()
+		if got := look(q); got != w {
+			t.Errorf("%s: queue %d got %v, want %v", what, q, got, w)
+		}
+	}
+
+	// Only queue 1 has an SA: no other queue may send on it.
+	q1 := add(0x4001, "pcpu-num 1")
+	want("only a queue-1 SA", 1, q1)
+	for _, q := range []int{0, 2, 3, -1} {
+		want("only a queue-1 SA", q, nil)
+	}
+	// A fallback SA, added after: queue 1 keeps its own, the others use it.
+	fb := add(0x4000, "")
+	want("own SA before a newer fallback", 1, q1)
+	for _, q := range []int{0, 2, 3, -1} {
+		want("fallback", q, fb)
+	}
+	// Queue 0's SA, newest of all: only queue 0 moves to it.
+	q0 := add(0x4002, "pcpu-num 0")
+	want("queue 0's own", 0, q0)
+	want("queue 1's own", 1, q1)
+	want("fallback", 2, fb)
+	want("fallback (no queue)", -1, fb)
+	// Rekey within queue 1: the newer queue-1 SA wins there, nowhere else.
+	q1b := add(0x4011, "pcpu-num 1")
+	want("queue 1 rekeyed", 1, q1b)
+	want("queue 0 untouched by queue 1's rekey", 0, q0)
+	want("fallback untouched by queue 1's rekey", 3, fb)
+	// Rekey of the fallback: the newest fallback wins for queues without
+	// their own SA.
+	fb2 := add(0x4010, "")
+	want("rekeyed fallback", 2, fb2)
+	want("queue 1 keeps its own over the newer fallback", 1, q1b)
+	// Deleting queue 1's SAs sends it back to the fallback; deleting the
+	// fallbacks leaves queues without their own SA with no SA at all.
+	for _, a := range []*Association{q1b, q1} {
+		if err := d.Delete(a.Key()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("queue 1 after its SAs went", 1, fb2)
+	for _, a := range []*Association{fb2, fb} {
+		if err := d.Delete(a.Key()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("queue 0 with its own SA only", 0, q0)
+	want("queue 1 with no SA", 1, nil)
+	// A template naming an SPI still honours pcpu-num: queue 1 may not
+	// send on queue 0's SA even when the policy names it.
+	tm.SPI = 0x4002
+	want("SPI template, own queue", 0, q0)
+	want("SPI template, other queue", 1, nil)
+}
+
+// TestSADLookupOutboundHardExpiredPerQueue: a queue whose own SA hard
+// expired falls back to the SA without pcpu-num, not to another queue's.
+func TestSADLookupOutboundHardExpiredPerQueue(t *testing.T) {
+	d := NewSAD(Config{Shards: 2})
+	fb, err := d.Add(mustSA(t, gcmSpec(0x5000, "reqid 1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q0, err := d.Add(mustSA(t, gcmSpec(0x5001, "reqid 1 pcpu-num 0 limit packet-hard 1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q1, err := d.Add(mustSA(t, gcmSpec(0x5002, "reqid 1 pcpu-num 1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := Template{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel, ReqID: 1}
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != q0 {
+		t.Fatalf("queue 0 before its limit: got %v", got)
+	}
+	encrypt(t, q0, 1) // its one packet
+	f, off, n := innerPacket(2)
+	if _, _, err := q0.Transform().Encrypt(f, off, n); !errors.Is(err, ipsec.ErrExpired) {
+		t.Fatalf("second packet on a packet-hard 1 SA: %v, want ErrExpired", err)
+	}
+	if !q0.Transform().HardExpired() {
+		t.Fatal("queue 0's SA not hard expired after its one packet")
+	}
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 0); got != fb {
+		t.Fatalf("queue 0 after its SA hard expired: got %v, want the fallback", got)
+	}
+	if got := d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 1); got != q1 {
+		t.Fatalf("queue 1: got %v", got)
+	}
+}
+
+// TestSADLookupOutboundAllocs: the worker's per-packet SA choice
+// allocates nothing, with per-queue SAs and a fallback.
+func TestSADLookupOutboundAllocs(t *testing.T) {
+	d := NewSAD(Config{Shards: 2})
+	for i, e := range []string{"reqid 1", "reqid 1 pcpu-num 0", "reqid 1 pcpu-num 1"} {
+		if _, err := d.Add(mustSA(t, gcmSpec(0x6000+uint32(i), e))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tm := Template{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"), Proto: ipsec.ProtoESP, Mode: ipsec.ModeTunnel, ReqID: 1}
+	var sink *Association
+	if n := testing.AllocsPerRun(100, func() {
+		sink = d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 1)
+		sink = d.LookupOutbound(&tm, netip.Addr{}, netip.Addr{}, 3)
+	}); n != 0 || sink == nil {
+		t.Fatalf("LookupOutbound: %v allocations, sink %v", n, sink)
 	}
 }

@@ -102,7 +102,17 @@ type SASpec struct {
 	TFCPad uint32
 	// Seq is `seq SEQ` (the netlink sequence of an acquire), kept only.
 	Seq uint32
+	// PCPU is `pcpu-num N` (RFC 9611 per-resource SA, XFRMA_SA_PCPU in
+	// Linux 6.13+), nil when absent. Where Linux names a CPU, xdpsec names
+	// an engine queue: only the worker of queue N sends on this SA, and
+	// prefers it to SAs without pcpu-num (see SAD.LookupOutbound). It does
+	// not restrict receiving. ParseSA allows 0 to MaxPCPU.
+	PCPU *uint32
 }
+
+// MaxPCPU is the highest `pcpu-num`: the engine runs at most 256 queues
+// (engine/tun.MaxQueues), numbered from 0.
+const MaxPCPU = 255
 
 // Key returns the SA's lookup key (SPI, destination, protocol).
 func (s *SASpec) Key() SAKey { return SAKey{SPI: s.SPI, Dst: s.Dst, Proto: s.Proto} }
@@ -116,7 +126,7 @@ var saFlags = []string{"noecn", "decap-dscp", "nopmtudisc", "wildrecv", "icmp", 
 // saWords is the vocabulary of ParseSA, for the unknown-word error.
 var saWords = []string{"src", "dst", "proto", "spi", "mode", "reqid", "aead", "enc", "auth", "auth-trunc",
 	"encap", "flag", "replay-window", "replay-seq", "replay-oseq", "replay-seq-hi", "replay-oseq-hi",
-	"limit", "sel", "if_id", "mark", "output-mark", "dir", "offload", "tfcpad", "seq"}
+	"limit", "sel", "if_id", "mark", "output-mark", "dir", "offload", "tfcpad", "seq", "pcpu-num"}
 
 // linuxDefaultTrunc is the ICV length in bits Linux uses for `auth NAME
 // KEY` (net/xfrm/xfrm_algo.c), which the transforms may not allow
@@ -197,7 +207,7 @@ func parseSAWords(words []string, needAlgorithms bool) (*SASpec, error) {
 		switch w {
 		case "src", "dst", "proto", "spi", "mode", "reqid", "replay-window", "replay-seq", "replay-oseq",
 			"replay-seq-hi", "replay-oseq-hi", "encap", "if_id", "mark", "output-mark", "dir", "offload",
-			"tfcpad", "seq", "sel", "aead", "enc", "auth", "auth-trunc":
+			"tfcpad", "seq", "sel", "aead", "enc", "auth", "auth-trunc", "pcpu-num":
 			if w == "auth" || w == "auth-trunc" {
 				if err := once("auth/auth-trunc"); err != nil {
 					return nil, err
@@ -320,6 +330,16 @@ func parseSAWords(words []string, needAlgorithms bool) (*SASpec, error) {
 			var v uint64
 			v, err = r.uint("seq", 32)
 			s.Seq = uint32(v)
+		case "pcpu-num":
+			var v uint64
+			if v, err = r.uint("pcpu-num", 32); err == nil {
+				if v > MaxPCPU {
+					err = r.errAt("pcpu-num %d is out of range: it names the engine queue (0-%d) whose worker sends on this SA", v, MaxPCPU)
+				} else {
+					n := uint32(v)
+					s.PCPU = &n
+				}
+			}
 		default:
 			err = r.errAt("unknown word; an SA spec takes: %s", strings.Join(saWords, ", "))
 		}
@@ -689,6 +709,9 @@ func (s *SASpec) words(secret bool) []string {
 	}
 	if s.Seq != 0 {
 		w = append(w, "seq", strconv.FormatUint(uint64(s.Seq), 10))
+	}
+	if s.PCPU != nil {
+		w = append(w, "pcpu-num", strconv.FormatUint(uint64(*s.PCPU), 10))
 	}
 	return w
 }

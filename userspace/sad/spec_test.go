@@ -119,6 +119,25 @@ func TestParseSAGood(t *testing.T) {
 					t.Errorf("sel %+v", s.Sel)
 				}
 			}},
+		// RFC 9611 per-queue SA: pcpu-num is kept and printed back, 0 too.
+		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x700 mode tunnel reqid 1 aead rfc4106(gcm(aes)) " + gcm128 + " 128 pcpu-num 0",
+			func(t *testing.T, s *SASpec) {
+				if s.PCPU == nil || *s.PCPU != 0 || !strings.HasSuffix(s.String(), " pcpu-num 0") {
+					t.Errorf("pcpu-num 0: got %v in %s", s.PCPU, s)
+				}
+			}},
+		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x701 aead rfc4106(gcm(aes)) " + gcm128 + " 128 pcpu-num 255",
+			func(t *testing.T, s *SASpec) {
+				if s.PCPU == nil || *s.PCPU != MaxPCPU || !strings.Contains(s.String(), " pcpu-num 255") {
+					t.Errorf("pcpu-num 255: got %v in %s", s.PCPU, s)
+				}
+			}},
+		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x702 aead rfc4106(gcm(aes)) " + gcm128 + " 128",
+			func(t *testing.T, s *SASpec) {
+				if s.PCPU != nil || strings.Contains(s.String(), "pcpu-num") {
+					t.Errorf("no pcpu-num: got %v in %s", s.PCPU, s)
+				}
+			}},
 		{"src ::ffff:192.0.2.1 dst 192.0.2.2 proto esp spi 0x600 aead rfc4106(gcm(aes)) " + gcm128 + " 64",
 			func(t *testing.T, s *SASpec) {
 				if !s.Src.Is4() || s.AEAD.ICVBits != 64 {
@@ -184,6 +203,11 @@ func TestParseSABad(t *testing.T) {
 		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100000000" + gcm, "at most 32 bits"},
 		{"src 192.0.2.1 dst 192.0.2.2 proto esp spi banana" + gcm, "spi must be a number"},
 		{base + "mode beet" + gcm, "mode beet is not supported"},
+		{base + "pcpu-num 256" + gcm, `word 10 "256": pcpu-num 256 is out of range: it names the engine queue (0-255)`},
+		{base + "pcpu-num 4294967295" + gcm, "pcpu-num 4294967295 is out of range"},
+		{base + "pcpu-num -1" + gcm, "pcpu-num must be a number"},
+		{base + "pcpu-num" + gcm, "pcpu-num must be a number"},
+		{base + "pcpu-num 1 pcpu-num 2" + gcm, "pcpu-num given twice"},
 		{base + "mode fast" + gcm, "mode must be transport or tunnel"},
 		{base, "proto esp needs aead NAME KEY ICVBITS, or enc NAME KEY"},
 		{base + "auth-trunc hmac(sha256) " + sha256 + " 128", "proto esp needs aead"},
