@@ -379,10 +379,8 @@ const (
 // packets, each SA counted and accepted all of its own, the UDP sink got
 // every datagram of both flows.
 //
-// xdpsec as the sender cannot do this: its outbound lookup takes the newest
-// SA of a template (a rekey's successor) for every worker, so a second SA
-// with the same selectors replaces the first instead of serving another
-// queue.
+// xdpsec as the sender (`pcpu-num N` on its outbound SAs) is
+// TestMultiQueuePerQueueSend.
 func TestMultiQueuePerQueueSAs(t *testing.T) {
 	testutil.RequireRoot(t)
 	if runtime.NumCPU() < 2 {
@@ -553,6 +551,151 @@ func TestMultiQueueFewerWorkersWarns(t *testing.T) {
 			if got := strings.Contains(d.Log(), warning); got != c.warn {
 				t.Errorf("queues %d on 2 rx queues: warning %q logged = %v, want %v; log:\n%s", c.queues, warning, got, c.warn, d.Log())
 			}
+		}
+	})
+	testutil.CheckRemoved(t, names...)
+}
+
+// perQueueConfig writes examples/tunnel-SIDE.{conf,keys} with keyLines
+// appended to the keys file, editKey applied to each example SA line, and
+// extra lines appended to the config.
+func perQueueConfig(t testing.TB, side string, editKey func(string) string, keyLines []string, extra ...string) xdpsectest.Config {
+	t.Helper()
+	name := "tunnel-" + side
+	keys := xdpsectest.ReadExample(t, name+".keys")
+	for i, l := range keys {
+		if strings.HasPrefix(l, "ip xfrm state add ") {
+			keys[i] = editKey(l)
+		}
+	}
+	return xdpsectest.WriteConfig(t, t.TempDir(), name, append(xdpsectest.ReadExample(t, name+".conf"), extra...), append(keys, keyLines...))
+}
+
+// TestMultiQueuePerQueueSend sends on per-queue SAs (RFC 9611, `pcpu-num
+// N`): daemon A (queues 2) has two outbound SAs with the same selectors,
+// 0x1001 pcpu-num 0 and 0x1003 pcpu-num 1, and B (queues 2) has both as
+// inbound SAs under the example's in policy (its template names no SPI).
+// Many UDP flows reach both of A's TUN queues (the kernel's flow hash picks
+// the queue; the test only needs both to carry some). A's worker q sends
+// only on SA pcpu-num q and only from its socket of link queue q, and the
+// veth delivers that to B's rx queue q, so the counts are exact per queue:
+// A's socket q sent what A's SA q protected, B's socket q received it and
+// B's SA q accepted it all; the two sum to every datagram sent.
+//
+// Each SA is then carried by one queue end to end, so nothing reorders it:
+// both SAs keep Linux's and RFC 4303's small window (64 packets), which on
+// one SA across two queues refused thousands of packets
+// (TestMultiQueueOneSA needs 65536), and none is refused here.
+func TestMultiQueuePerQueueSend(t *testing.T) {
+	testutil.RequireRoot(t)
+	var names []string
+	t.Run("pcpu-num", func(t *testing.T) {
+		p := testutil.NewVethPairQueues(t, 2)
+		names = []string{p.A.Name, p.B.Name}
+		pin := xdpsectest.MountBPFFS(t)
+		const (
+			sa1  = "ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1003 mode tunnel aead 'rfc4106(gcm(aes))' " + gcmQueue1 + " 128 replay-window 64"
+			saFB = "ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1005 mode tunnel aead 'rfc4106(gcm(aes))' " + gcmQueue0 + " 128 replay-window 64"
+		)
+		// 0x1001 gets pcpu-num 0 at A only (pcpu-num never restricts
+		// receiving); the other example SAs cross both queues.
+		edit := func(pcpu string) func(string) string {
+			return func(l string) string {
+				if strings.Contains(l, " spi 0x1001 ") {
+					return l + pcpu + " replay-window 64"
+				}
+				return l + fmt.Sprintf(" replay-window %d", mqWindow)
+			}
+		}
+		a := xdpsectest.StartDaemon(t, p.A, perQueueConfig(t, "a", edit(" pcpu-num 0"), []string{sa1 + " pcpu-num 1", saFB}, "pin "+pin, "queues 2"), xdpsectest.Options{})
+		b := xdpsectest.StartDaemon(t, p.B, perQueueConfig(t, "b", edit(""), []string{sa1, saFB}, "pin "+pin, "queues 2"), xdpsectest.Options{})
+		requireTwoQueues(t, a, p.IfA)
+		requireTwoQueues(t, b, p.IfB)
+		keys := []string{"esp spi 0x00001001 dst 192.0.2.2", "esp spi 0x00001003 dst 192.0.2.2"}
+		const fallback = "esp spi 0x00001005 dst 192.0.2.2"
+		// `sa list` and the stats show which queue an SA serves.
+		list := a.MustCLI("sa", "list")
+		for q, k := range keys {
+			if s := xdpsectest.SAStats(a.Stats(), k).Spec; !strings.HasSuffix(s, fmt.Sprintf(" pcpu-num %d", q)) {
+				t.Errorf("A's SA %s: spec %q does not end in pcpu-num %d", k, s, q)
+			}
+			if want := fmt.Sprintf("spi 0x%08x", 0x1001+2*q); !strings.Contains(list, want) || !strings.Contains(list, fmt.Sprintf("pcpu-num %d", q)) {
+				t.Errorf("A's sa list lacks %s or pcpu-num %d:\n%s", want, q, list)
+			}
+		}
+		xdpsectest.Ping(t, p.A, "198.51.100.2", 2, a, b) // resolve the next hop
+
+		const perFlow = 16
+		const n = mqFlows * perFlow
+		a0, b0 := a.SettledStats(), b.SettledStats()
+		udpFlows(t, p, netip.MustParseAddrPort("198.51.100.2:4789"), mqFlows, perFlow, 1000)
+		a1, b1 := a.SettledStats(), b.SettledStats()
+		if t.Failed() {
+			t.Fatalf("UDP flows lost datagrams%s", xdpsectest.Dump(a, b))
+		}
+		_, txA := socketDeltas(a0, a1, p.IfA)
+		rxB, _ := socketDeltas(b0, b1, p.IfB)
+		t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
+		if txA[0] == 0 || txA[1] == 0 || txA[0]+txA[1] != n {
+			t.Errorf("A's sockets sent %v ESP packets per queue, want both > 0 summing to %d", txA, n)
+		}
+		var sum uint64
+		for q, k := range keys {
+			outA := xdpsectest.SAStats(a1, k).Packets - xdpsectest.SAStats(a0, k).Packets
+			seqA := xdpsectest.SAStats(a1, k).NextSeq - xdpsectest.SAStats(a0, k).NextSeq
+			inB0, inB1 := xdpsectest.SAStats(b0, k), xdpsectest.SAStats(b1, k)
+			if inB1.Key == "" {
+				t.Fatalf("B has no SA %q: %+v", k, b1.SAs)
+			}
+			okB := inB1.Verdicts["ok"] - inB0.Verdicts["ok"]
+			if outA != txA[q] || seqA != txA[q] || rxB[q] != txA[q] || okB != txA[q] {
+				t.Errorf("queue %d (SA %s): A's socket sent %d, A's SA protected %d (sequence moved %d), B's socket received %d, B's SA accepted %d; want all equal",
+					q, k, txA[q], outA, seqA, rxB[q], okB)
+			}
+			sum += okB
+		}
+		if sum != n {
+			t.Errorf("B's two per-queue SAs accepted %d packets, want %d", sum, n)
+		}
+		if d := b1.Counters["in-delivered"] - b0.Counters["in-delivered"]; d != n {
+			t.Errorf("B in-delivered grew by %d, want %d", d, n)
+		}
+		if d := a1.Counters["out-protected"] - a0.Counters["out-protected"]; d != n {
+			t.Errorf("A out-protected grew by %d, want %d", d, n)
+		}
+		checkNoBadVerdicts(t, "B", b0, b1)
+		if d := xdpsectest.SAStats(a1, fallback).Packets - xdpsectest.SAStats(a0, fallback).Packets; d != 0 {
+			t.Errorf("A's fallback SA %s carried %d packets while both queues had their own SA, want 0", fallback, d)
+		}
+
+		// Phase 2: delete queue 1's SA. Worker 1 falls back to the SA
+		// without pcpu-num (0x1005, listed after the per-queue SAs and so
+		// newer: it was not taken while queue 1 had its own), never to
+		// queue 0's; worker 0 keeps its own.
+		a.MustCLI("sa", "del", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x1003")
+		udpFlows(t, p, netip.MustParseAddrPort("198.51.100.2:4789"), mqFlows, perFlow, 1000)
+		a2, b2 := a.SettledStats(), b.SettledStats()
+		_, txA2 := socketDeltas(a1, a2, p.IfA)
+		t.Logf("after deleting queue 1's SA, A sent %v per queue", txA2)
+		if txA2[0] == 0 || txA2[1] == 0 || txA2[0]+txA2[1] != n {
+			t.Errorf("A's sockets sent %v ESP packets per queue, want both > 0 summing to %d", txA2, n)
+		}
+		for _, c := range []struct {
+			key string
+			q   int
+		}{{keys[0], 0}, {fallback, 1}} {
+			outA := xdpsectest.SAStats(a2, c.key).Packets - xdpsectest.SAStats(a1, c.key).Packets
+			okB := xdpsectest.SAStats(b2, c.key).Verdicts["ok"] - xdpsectest.SAStats(b1, c.key).Verdicts["ok"]
+			if outA != txA2[c.q] || okB != txA2[c.q] {
+				t.Errorf("queue %d after the delete: A's socket sent %d, A's SA %s protected %d, B's accepted %d; want all equal", c.q, txA2[c.q], c.key, outA, okB)
+			}
+		}
+		if d := b2.Counters["in-delivered"] - b1.Counters["in-delivered"]; d != n {
+			t.Errorf("B in-delivered grew by %d after the delete, want %d", d, n)
+		}
+		checkNoBadVerdicts(t, "B", b1, b2)
+		if t.Failed() {
+			t.Log(xdpsectest.Dump(a, b))
 		}
 	})
 	testutil.CheckRemoved(t, names...)
