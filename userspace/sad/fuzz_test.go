@@ -14,6 +14,7 @@ import (
 // committed corpus under testdata/fuzz adds more).
 var specSeeds = []string{
 	gcmSpec(0x100, ""),
+	gcmSpec(0x102, "reqid 3 pcpu-num 7 dir out"),
 	gcmSpec(0x101, "flag esn replay-oseq-hi 1 replay-seq 0xffffffff limit packet-soft 1 packet-hard 2 sel src 192.0.2.0/24 proto udp dport 53"),
 	"ip x s add src 2001:db8::1 dst 2001:db8::2 proto esp spi 4096 enc cbc(aes) " + aes128 + " auth hmac(sha1) " + sha1 + " encap espinudp 4500 4500 ::",
 	"src 192.0.2.1 dst 192.0.2.2 proto ah spi 0x200 auth-trunc hmac(sha512) 0x" + strings.Repeat("11", 64) + " 256 mode tunnel",

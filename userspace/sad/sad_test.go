@@ -576,6 +576,18 @@ func TestSADLookupOutboundPerQueue(t *testing.T) {
 	}
 	want("queue 0 with its own SA only", 0, q0)
 	want("queue 1 with no SA", 1, nil)
+	// Update moves an SA to another queue: pcpu-num is the new spec's.
+	moved, err := d.Update(mustSA(t, gcmSpec(0x4002, "reqid 1 pcpu-num 1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("queue 0 after its SA moved to queue 1", 0, nil)
+	want("queue 1 after queue 0's SA moved there", 1, moved)
+	if q0, err = d.Update(mustSA(t, gcmSpec(0x4002, "reqid 1 pcpu-num 0"))); err != nil {
+		t.Fatal(err)
+	}
+	want("queue 0 after its SA moved back", 0, q0)
+	want("queue 1 after the SA moved back", 1, nil)
 	// A template naming an SPI still honours pcpu-num: queue 1 may not
 	// send on queue 0's SA even when the policy names it.
 	tm.SPI = 0x4002
