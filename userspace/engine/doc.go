@@ -56,21 +56,26 @@
 // Received per-queue SAs (RFC 9611: one SA per queue or CPU of the sender,
 // all with the same selectors) need nothing special: each is one SAD entry,
 // and an in policy whose template names no SPI accepts them all. Sending,
-// the engine does not pick an SA per queue: a template selects the newest
-// matching SA (sad.LookupOutbound, a rekey's successor) for every worker,
-// so xdpsec sends one SA from all its queues. A receiving NIC's RSS
-// usually hashes ESP by addresses (and SPI), which keeps one SA on one rx
-// queue; a veth does not (its rx queue is the sender's tx queue). One SA
-// received on several queues shares one replay window, and the queues
-// reorder its packets by up to a batch (128 frames a round) and, while a
-// worker is off its CPU, by all the other queues carry meanwhile: on two
-// shared vCPUs, a 64-packet
-// window refused 13-16% of the ESP packets of TCP through such an SA as
-// replay, a 65536-packet one none (tests/tunnel BenchmarkMultiQueueTCP).
-// Give SAs carried by several queues a replay window of thousands of
-// packets. `queues N` below a link's rx queues in use leaves the others
-// without a socket (their IPsec packets pass to the kernel,
-// steer-fallback); Start warns about it.
+// an SA with `pcpu-num N` serves queue N only: worker q takes the newest
+// matching SA with pcpu-num q, else the newest matching SA without
+// pcpu-num (the fallback, as in Linux 6.13+), never another queue's
+// (sad.LookupOutbound); an SA naming a queue the engine does not have is
+// refused. Without pcpu-num every worker sends on the newest matching SA
+// (a rekey's successor). A receiving NIC's RSS usually hashes ESP by
+// addresses (and SPI), which keeps one SA on one rx queue; a veth does not
+// (its rx queue is the sender's tx queue). One SA received on several
+// queues shares one replay window, and the queues reorder its packets by
+// up to a batch (128 frames a round) and, while a worker is off its CPU,
+// by all the other queues carry meanwhile: on two shared vCPUs, a
+// 64-packet window refused 13-16% of the ESP packets of TCP through such
+// an SA as replay, a 65536-packet one none (tests/tunnel
+// BenchmarkMultiQueueTCP). Give SAs carried by several queues a replay
+// window of thousands of packets; with one SA per queue at both ends
+// (pcpu-num, and a NIC or veth that keeps each SA on one queue) nothing
+// reorders an SA and the default 64-packet window suffices (tests/tunnel
+// TestMultiQueuePerQueueSend). `queues N` below a link's rx queues in use
+// leaves the others without a socket (their IPsec packets pass to the
+// kernel, steer-fallback); Start warns about it.
 //
 // # Transport mode and routing
 //

@@ -156,6 +156,7 @@ type Engine struct {
 	mu      sync.Mutex // serialises writers and Stop
 	stopped bool
 	saIDs   map[sad.SAKey]uint32
+	nq      int // workers (queues), fixed at Start
 	nextID  uint32
 	routes  map[netip.Prefix]int
 	started time.Time
@@ -309,6 +310,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 		return nil, err
 	}
 
+	e.nq = queues
 	e.sad = sad.NewSAD(sad.Config{Shards: queues})
 	e.spd = sad.NewSPD(sad.Config{})
 	for _, s := range cfg.SAs {
@@ -823,6 +825,16 @@ func (e *Engine) extraPorts(spec *sad.SASpec, locals map[netip.Addr]bool) []uint
 	return ports
 }
 
+// checkQueue refuses an SA whose `pcpu-num` names a queue this engine has
+// no worker for (no worker would ever send on it), as Linux refuses a
+// pcpu-num beyond its CPUs.
+func (e *Engine) checkQueue(spec *sad.SASpec) error {
+	if spec.PCPU != nil && int(*spec.PCPU) >= e.nq {
+		return fmt.Errorf("%w: SA %s: pcpu-num %d names a queue this daemon does not run (queues 0-%d): lower it, or raise `queues`", ErrConfig, spec.Key(), *spec.PCPU, e.nq-1)
+	}
+	return nil
+}
+
 // checkPorts refuses an SA whose NAT-T port would not fit the XDP config.
 func (e *Engine) checkPorts(spec *sad.SASpec, locals map[netip.Addr]bool) error {
 	if ps := e.extraPorts(spec, locals); len(ps) > loader.MaxNATTPorts {
@@ -953,6 +965,9 @@ func (e *Engine) addSALocked(spec *sad.SASpec) (*sad.Association, error) {
 	if err := e.checkAllowed(spec, e.inbound(spec, locals)); err != nil {
 		return nil, err
 	}
+	if err := e.checkQueue(spec); err != nil {
+		return nil, err
+	}
 	if err := e.checkPorts(spec, locals); err != nil {
 		return nil, err
 	}
@@ -1009,6 +1024,9 @@ func (e *Engine) UpdateSA(spec *sad.SASpec) error {
 	}
 	locals := e.localAddrs()
 	if err := e.checkAllowed(spec, e.inbound(spec, locals)); err != nil {
+		return err
+	}
+	if err := e.checkQueue(spec); err != nil {
 		return err
 	}
 	if err := e.checkPorts(spec, locals); err != nil {
@@ -1161,7 +1179,7 @@ func (e *Engine) Reload(sas []*sad.SASpec, policies []*sad.PolicySpec) (ReloadSu
 			sum.SAsUnchanged++
 		default:
 			locals := e.localAddrs()
-			if err := errors.Join(e.checkAllowed(s, e.inbound(s, locals)), e.checkPorts(s, locals)); err != nil {
+			if err := errors.Join(e.checkAllowed(s, e.inbound(s, locals)), e.checkQueue(s), e.checkPorts(s, locals)); err != nil {
 				errs = append(errs, err)
 				continue
 			}
