@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/xdpsec/xdpsec/internal/testutil"
 )
 
 // Files written by tcpdump, dumpcap and text2pcap are read here and
@@ -260,7 +261,7 @@ func TestLiveCaptures(t *testing.T) {
 func capture(t *testing.T, ns string, cmdline []string, out string) {
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, cmdline...)...)
-	var stderr lockedBuffer
+	var stderr testutil.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -295,23 +296,4 @@ func capture(t *testing.T, ns string, cmdline []string, out string) {
 	if st, err := os.Stat(out); err != nil || st.Size() <= 24 {
 		t.Fatalf("capture %s wrote nothing (%v); stderr: %s", cmdline[0], err, stderr.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a child process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -69,6 +69,13 @@ func mountBPFFS(t *testing.T) string {
 
 func startFromConfig(t *testing.T, ns *testutil.NS, text string) *Engine {
 	t.Helper()
+	return startWith(t, ns, text, nil)
+}
+
+// startWith starts an engine in ns from the config text, with edit (when
+// not nil) applied to the loaded config first, and stops it at cleanup.
+func startWith(t *testing.T, ns *testutil.NS, text string, edit func(*FileConfig)) *Engine {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "xdpsec.conf")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -76,6 +83,9 @@ func startFromConfig(t *testing.T, ns *testutil.NS, text string) *Engine {
 	fc, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(fc)
 	}
 	var e *Engine
 	err = ns.Do(func() error {

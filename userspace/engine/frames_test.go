@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,25 +15,7 @@ import (
 // in two places.
 func startAccounted(t *testing.T, ns *testutil.NS, text string) *Engine {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "xdpsec.conf")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fc, err := LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc.Config.frameAccounting = true
-	var e *Engine
-	if err := ns.Do(func() error {
-		var err error
-		e, err = Start(fc.Config)
-		return err
-	}); err != nil {
-		t.Fatalf("start engine in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(func() { e.Stop() })
-	return e
+	return startWith(t, ns, text, func(fc *FileConfig) { fc.Config.frameAccounting = true })
 }
 
 // TestFramesAccountedOnEveryPath runs both pipelines through their drop

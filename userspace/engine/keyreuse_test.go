@@ -1,35 +1,12 @@
 package engine
 
 import (
-	"bytes"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/xdpsec/xdpsec/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer the engine's logger may write from any
-// goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestKeyReuseWarned: tunnelConfig gives the IPv4 and IPv6 SA of each
 // direction one AES-GCM key. The engine admits them (every SA starts its
@@ -38,21 +15,10 @@ func (l *lockedBuffer) String() string {
 func TestKeyReuseWarned(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.NewVethPair(t)
-	path := filepath.Join(t.TempDir(), "xdpsec.conf")
-	if err := os.WriteFile(path, []byte(tunnelConfig(true, p.IfA, mountBPFFS(t))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fc, err := LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log lockedBuffer
-	fc.Logger = slog.New(slog.NewTextHandler(&log, nil))
-	var e *Engine
-	if err := p.A.Do(func() error { e, err = Start(fc.Config); return err }); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	defer e.Stop()
+	var log testutil.LogBuffer
+	e := startWith(t, p.A, tunnelConfig(true, p.IfA, mountBPFFS(t)), func(fc *FileConfig) {
+		fc.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	})
 	if n := len(e.SAD().List()); n != 4 {
 		t.Fatalf("%d SAs installed, want 4", n)
 	}

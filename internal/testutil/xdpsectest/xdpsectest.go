@@ -11,7 +11,6 @@
 package xdpsectest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/xdpsec/xdpsec/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,26 +140,9 @@ func ReadExample(tb testing.TB, file string) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
 
-// LogBuffer is a bytes.Buffer that a process's output copier writes while
-// the test reads it: every method holds one lock.
-type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// String returns everything written so far.
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// LogBuffer is testutil.LogBuffer, kept under this name for the daemon
+// tests.
+type LogBuffer = testutil.LogBuffer
 
 // ErrNotRunning is what Signal returns once the daemon has exited.
 var ErrNotRunning = errors.New("xdpsec run is not running")
