@@ -125,21 +125,7 @@ func udpFlows(t *testing.T, p *testutil.VethPair, dst netip.AddrPort, flows, per
 		}
 	}()
 	want := flows * perFlow
-	got := make(chan map[int]int, 1)
-	go func() {
-		from := map[int]int{}
-		buf := make([]byte, 2048)
-		for n := 0; n < want; n++ {
-			// Bounded: 2 s without a datagram ends the count.
-			rc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			_, src, err := rc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				break
-			}
-			from[int(src.Port())]++
-		}
-		got <- from
-	}()
+	got := countBySourcePort(rc, want, 2*time.Second)
 	msg := make([]byte, size)
 	sent := 0
 	for i := 0; i < perFlow; i++ {
@@ -433,22 +419,8 @@ func TestMultiQueuePerQueueSAs(t *testing.T) {
 		}{{0x2001, gcmQueue0, 5001, 200}, {0x2002, gcmQueue1, 5002, 120}}
 		total := flows[0].n + flows[1].n
 		b0 := b.SettledStats()
-		got := make(chan map[int]int, 1)
-		go func() {
-			from := map[int]int{}
-			buf := make([]byte, 2048)
-			for k := 0; k < total; k++ {
-				// Bounded: scapy builds every frame first (a few s on a busy
-				// machine), then 15 s without a datagram ends the count.
-				sink.SetReadDeadline(time.Now().Add(15 * time.Second))
-				_, src, err := sink.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					break
-				}
-				from[int(src.Port())]++
-			}
-			got <- from
-		}()
+		// scapy builds every frame first (a few s on a busy machine).
+		got := countBySourcePort(sink, total, 15*time.Second)
 		var wg sync.WaitGroup
 		for q, f := range flows {
 			wg.Add(1)
@@ -699,4 +671,25 @@ func TestMultiQueuePerQueueSend(t *testing.T) {
 		}
 	})
 	testutil.CheckRemoved(t, names...)
+}
+
+// countBySourcePort reads up to n datagrams from c in the background and
+// delivers how many came from each source port; idle without a datagram
+// ends the count early (the caller then sees fewer than n).
+func countBySourcePort(c *net.UDPConn, n int, idle time.Duration) <-chan map[int]int {
+	got := make(chan map[int]int, 1)
+	go func() {
+		from := map[int]int{}
+		buf := make([]byte, 2048)
+		for k := 0; k < n; k++ {
+			c.SetReadDeadline(time.Now().Add(idle))
+			_, src, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			from[int(src.Port())]++
+		}
+		got <- from
+	}()
+	return got
 }
