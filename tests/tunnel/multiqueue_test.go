@@ -195,12 +195,8 @@ func TestMultiQueueOneSA(t *testing.T) {
 		_, txA := socketDeltas(a0, a1, p.IfA)
 		rxB, _ := socketDeltas(b0, b1, p.IfB)
 		t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
-		if txA[0] == 0 || txA[1] == 0 || txA[0]+txA[1] != n {
-			t.Errorf("A's sockets sent %v ESP packets per queue, want both > 0 summing to %d", txA, n)
-		}
-		if rxB[0] == 0 || rxB[1] == 0 || rxB[0]+rxB[1] != n {
-			t.Errorf("B's sockets received %v ESP packets per queue, want both > 0 summing to %d", rxB, n)
-		}
+		bothQueues(t, "A's sockets sent", txA, n)
+		bothQueues(t, "B's sockets received", rxB, n)
 		// The veth delivers what A's socket q sent to B's rx queue q.
 		if txA[0] != rxB[0] || txA[1] != rxB[1] {
 			t.Errorf("A sent %v per queue but B received %v: a veth's tx queue q is its peer's rx queue q", txA, rxB)
@@ -608,9 +604,7 @@ func TestMultiQueuePerQueueSend(t *testing.T) {
 		_, txA := socketDeltas(a0, a1, p.IfA)
 		rxB, _ := socketDeltas(b0, b1, p.IfB)
 		t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
-		if txA[0] == 0 || txA[1] == 0 || txA[0]+txA[1] != n {
-			t.Errorf("A's sockets sent %v ESP packets per queue, want both > 0 summing to %d", txA, n)
-		}
+		bothQueues(t, "A's sockets sent", txA, n)
 		var sum uint64
 		for q, k := range keys {
 			outA := xdpsectest.SAStats(a1, k).Packets - xdpsectest.SAStats(a0, k).Packets
@@ -649,9 +643,7 @@ func TestMultiQueuePerQueueSend(t *testing.T) {
 		a2, b2 := a.SettledStats(), b.SettledStats()
 		_, txA2 := socketDeltas(a1, a2, p.IfA)
 		t.Logf("after deleting queue 1's SA, A sent %v per queue", txA2)
-		if txA2[0] == 0 || txA2[1] == 0 || txA2[0]+txA2[1] != n {
-			t.Errorf("A's sockets sent %v ESP packets per queue, want both > 0 summing to %d", txA2, n)
-		}
+		bothQueues(t, "A's sockets sent", txA2, n)
 		for _, c := range []struct {
 			key string
 			q   int
@@ -692,4 +684,14 @@ func countBySourcePort(c *net.UDPConn, n int, idle time.Duration) <-chan map[int
 		got <- from
 	}()
 	return got
+}
+
+// bothQueues reports an error unless each of the two queues of per carried
+// packets and together they carried exactly n; what says whose they are
+// ("A's sockets sent").
+func bothQueues(t *testing.T, what string, per map[int]uint64, n uint64) {
+	t.Helper()
+	if per[0] == 0 || per[1] == 0 || per[0]+per[1] != n {
+		t.Errorf("%s %v ESP packets per queue, want both > 0 summing to %d", what, per, n)
+	}
 }
