@@ -7,7 +7,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -157,8 +159,8 @@ func TestTsharkDecryptsOurOutput(t *testing.T) {
 				return fmt.Sprintf(`uat:esp_sa:"%s","%s","%s","0x%08x","%s","%s","%s","%s"`,
 					proto, c.src, c.dst, c.spi, c.encName, encKey, c.authName, authKey)
 			}
-			fields := func(u string) [][]string {
-				cmd := exec.Command("tshark", "-r", out, "-o", "esp.enable_encryption_decode:TRUE",
+			fields := func(file, u string) [][]string {
+				cmd := exec.Command("tshark", "-r", file, "-o", "esp.enable_encryption_decode:TRUE",
 					"-o", "esp.enable_authentication_check:TRUE", "-o", u,
 					"-T", "fields", "-E", "separator=|", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "esp.protocol", "-e", "udp.length")
 				var stderr bytes.Buffer
@@ -173,7 +175,7 @@ func TestTsharkDecryptsOurOutput(t *testing.T) {
 				}
 				return rows
 			}
-			rows := fields(uat(c.encKey, c.authKy))
+			rows := fields(out, uat(c.encKey, c.authKy))
 			if len(rows) != len(plain) {
 				t.Fatalf("tshark shows %d packets, want %d", len(rows), len(plain))
 			}
@@ -182,19 +184,61 @@ func TestTsharkDecryptsOurOutput(t *testing.T) {
 					t.Errorf("packet %d: icv_good=%q icv_bad=%q next header=%q, want 1, 0, %s", i, r[0], r[1], r[2], c.wantNH[i])
 				}
 			}
-			// The judge must be able to say no: a wrong key makes the ICV bad.
-			wrongAuth, wrongEnc := c.authKy, c.encKey
-			if c.authName == "NULL" {
-				wrongEnc = c.encKey[:len(c.encKey)-2] + "ff"
-			} else {
-				wrongAuth = c.authKy[:len(c.authKy)-2] + "ff"
+			// The judge must be able to say no. With the right keys and
+			// one ICV bit flipped, the plaintext is still right (so tshark
+			// dissects the inner packet) and the ICV must be judged bad.
+			// A wrong AEAD key is no use here: the IV is random, so the
+			// garbage "next header" sometimes sends tshark into a dissector
+			// that throws before it records the ICV verdict.
+			tampered := filepath.Join(dir, c.name+".badicv.pcap")
+			flipLastByte(t, out, tampered)
+			for i, r := range fields(tampered, uat(c.encKey, c.authKy)) {
+				if r[0] == "1" || r[1] != "1" || r[2] != c.wantNH[i] {
+					t.Errorf("flipped ICV bit, packet %d: icv_good=%q icv_bad=%q next header=%q, want 0, 1, %s", i, r[0], r[1], r[2], c.wantNH[i])
+				}
 			}
-			for i, r := range fields(uat(wrongEnc, wrongAuth)) {
-				if r[0] == "1" || r[1] != "1" {
-					t.Errorf("wrong key, packet %d: icv_good=%q icv_bad=%q, want the ICV judged bad", i, r[0], r[1])
+			// A wrong integrity key (plaintext unaffected) must fail too.
+			if c.authName != "NULL" {
+				wrongAuth := c.authKy[:len(c.authKy)-2] + "ff"
+				for i, r := range fields(out, uat(c.encKey, wrongAuth)) {
+					if r[0] == "1" || r[1] != "1" {
+						t.Errorf("wrong integrity key, packet %d: icv_good=%q icv_bad=%q, want the ICV judged bad", i, r[0], r[1])
+					}
 				}
 			}
 		})
+	}
+}
+
+// flipLastByte copies a capture with the last byte of every frame (the
+// last ICV byte of an ESP frame without a trailer) inverted in its low bit.
+func flipLastByte(t *testing.T, in, out string) {
+	t.Helper()
+	r, err := pcap.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := pcap.Create(out, r.LinkType(), pcap.Microsecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := append([]byte(nil), p.Data...)
+		d[len(d)-1] ^= 1
+		if err := w.WritePacket(p.Timestamp, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
