@@ -4,7 +4,7 @@
 // building needs no clang). Regenerate with `make generate`.
 package bpf
 
-//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target bpfel -type xdpsec_sa_key -type xdpsec_sa -type xdpsec_config -type xdpsec_last -type xdpsec_family -type xdpsec_class -type xdpsec_reason -type xdpsec_feature xdpsec xdpsec.c
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target bpfel -type xdpsec_sa_key -type xdpsec_sa -type xdpsec_config -type xdpsec_lladdr -type xdpsec_last -type xdpsec_family -type xdpsec_class -type xdpsec_reason -type xdpsec_feature xdpsec xdpsec.c
 
 import "github.com/cilium/ebpf"
 
@@ -17,6 +17,8 @@ type (
 	SA = xdpsecXdpsecSa
 	// Config is struct xdpsec_config: entry 0 of the config map.
 	Config = xdpsecXdpsecConfig
+	// LinkAddr is struct xdpsec_lladdr: entry 0 of the link-address map.
+	LinkAddr = xdpsecXdpsecLladdr
 	// Last is struct xdpsec_last: what the classify variant records.
 	Last = xdpsecXdpsecLast
 	// Reason is enum xdpsec_reason: the index of the reason counters.
@@ -75,6 +77,11 @@ const (
 	FeatureFragmentPass = xdpsecXdpsecFeatureXDPSEC_FEATURE_FRAGMENT_PASS
 	FeatureSteerXSK     = xdpsecXdpsecFeatureXDPSEC_FEATURE_STEER_XSK
 	ReasonMalformedUDP  = xdpsecXdpsecReasonXDPSEC_REASON_MALFORMED_UDP
+
+	// The link-address check: its map, its reason, its feature bit.
+	MapLinkAddr          = xdpsecMapXdpsecLinkaddr
+	ReasonPassOtherHost  = xdpsecXdpsecReasonXDPSEC_REASON_PASS_OTHERHOST
+	FeatureOtherHostPass = xdpsecXdpsecFeatureXDPSEC_FEATURE_OTHERHOST_PASS
 )
 
 // LoadSpec returns the CollectionSpec of the embedded object. Callers

@@ -6,7 +6,9 @@
  * tell IPsec from everything else, looks inbound SAs up and steers packets
  * of known, enabled SAs to the AF_XDP socket of their rx queue. Everything
  * else goes to the kernel (XDP_PASS); malformed IPsec is dropped. Every
- * packet bumps exactly one reason counter.
+ * packet bumps exactly one reason counter. Only frames addressed to this
+ * host are steered: IPsec in a unicast frame to another MAC (promiscuous
+ * mode) passes to the kernel, which drops it.
  *
  * Non-IPsec traffic is decided after the EtherType and the IP protocol (and
  * the UDP destination port for UDP): no map lookup except its counter.
@@ -28,7 +30,7 @@ const volatile __u32 xdpsec_features =
 	XDPSEC_FEATURE_IPV6_EXT | XDPSEC_FEATURE_ESP | XDPSEC_FEATURE_AH |
 	XDPSEC_FEATURE_AH_ESP | XDPSEC_FEATURE_UDP_ESP |
 	XDPSEC_FEATURE_IKE_PASS | XDPSEC_FEATURE_FRAGMENT_PASS |
-	XDPSEC_FEATURE_STEER_XSK;
+	XDPSEC_FEATURE_STEER_XSK | XDPSEC_FEATURE_OTHERHOST_PASS;
 
 /* Keep the shared enums in BTF so bpf2go -type finds them. */
 const enum xdpsec_family *_xdpsec_family __attribute__((unused));
@@ -59,6 +61,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xdpsec_config);
 } xdpsec_cfg SEC(".maps");
+
+/* The link's MAC address (struct xdpsec_lladdr); all zero: do not check. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdpsec_lladdr);
+} xdpsec_linkaddr SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -169,6 +179,33 @@ static __always_inline int is_natt_port(__u16 port)
 		if (cfg->natt_ports[i] && cfg->natt_ports[i] == port)
 			return 1;
 	return 0;
+}
+
+/*
+ * other_host says whether eth is a unicast frame addressed to another MAC
+ * than the link's: what the kernel marks PACKET_OTHERHOST and ip_rcv /
+ * ipv6_rcv drop. The NIC delivers such frames only in promiscuous mode
+ * (tcpdump without -p, a bridge port, a macvlan lower). Group addresses
+ * (broadcast, multicast: the I/G bit) are never "other host", and an
+ * unset address (all zero) checks nothing. Two compares against a map
+ * value the verifier inlines: no helper call.
+ */
+static __always_inline int other_host(const struct ethhdr *eth)
+{
+	const struct xdpsec_lladdr *ll;
+	__u32 zero = 0, lo;
+	__u16 hi;
+
+	if (eth->h_dest[0] & 1)
+		return 0;
+	ll = bpf_map_lookup_elem(&xdpsec_linkaddr, &zero);
+	if (!ll)
+		return 0;
+	lo = *(const __u32 *)&ll->addr[0];
+	hi = *(const __u16 *)&ll->addr[4];
+	if ((lo | hi) == 0)
+		return 0;
+	return *(const __u32 *)&eth->h_dest[0] != lo || *(const __u16 *)&eth->h_dest[4] != hi;
 }
 
 /*
@@ -439,8 +476,12 @@ static __noinline int ipv4_options_csum_ok(struct xdp_md *ctx, __u32 l3off, __u3
  * path. The header checksum is checked only for a packet about to be
  * steered (RFC 1122 §3.2.1.2: a host MUST verify it, and the socket takes
  * the kernel's place); everything else goes to the kernel, which checks.
+ * ESP, AH and UDP in a frame for another host pass before anything else
+ * is looked at (fragments included): the kernel drops them, and no SA
+ * counts them.
  */
-static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
+static __always_inline int classify_ipv4(struct xdp_md *ctx, const struct ethhdr *eth, void *l3,
+					 __u32 l3off, void *end)
 {
 	struct iphdr *ip = l3;
 	struct xdpsec_sa_key key;
@@ -449,6 +490,8 @@ static __always_inline int classify_ipv4(struct xdp_md *ctx, void *l3, __u32 l3o
 
 	if ((void *)(ip + 1) > end)
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
+	if (interesting_l4(ip->protocol) && other_host(eth))
+		return pass(XDPSEC_REASON_PASS_OTHERHOST);
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return pass(XDPSEC_REASON_PASS_FRAGMENT);
 	if (!interesting_l4(ip->protocol))
@@ -575,7 +618,12 @@ __noinline int ipv6_ext_walk(struct xdp_md *ctx, __u32 l3off, __u32 tot, __u32 n
 	return (int)(off << 8 | nh);
 }
 
-static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3off, void *end)
+/*
+ * classify_ipv6: as classify_ipv4; a frame for another host passes once its
+ * first next header says ESP, AH, UDP or an extension header.
+ */
+static __always_inline int classify_ipv6(struct xdp_md *ctx, const struct ethhdr *eth, void *l3,
+					 __u32 l3off, void *end)
 {
 	struct ipv6hdr *ip6 = l3;
 	struct xdpsec_scratch *scratch;
@@ -590,6 +638,8 @@ static __always_inline int classify_ipv6(struct xdp_md *ctx, void *l3, __u32 l3o
 	nh = ip6->nexthdr;
 	if (!interesting_l4(nh) && !is_ipv6_ext(nh))
 		return pass(XDPSEC_REASON_PASS_OTHER);
+	if (other_host(eth))
+		return pass(XDPSEC_REASON_PASS_OTHERHOST);
 
 	tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	/* l3off + sizeof(*ip6) <= frame_len: no underflow. */
@@ -669,9 +719,9 @@ int xdpsec_classify(struct xdp_md *ctx)
 	}
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return classify_ipv4(ctx, l3, l3off, end);
+		return classify_ipv4(ctx, eth, l3, l3off, end);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return classify_ipv6(ctx, l3, l3off, end);
+		return classify_ipv6(ctx, eth, l3, l3off, end);
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
 		return pass(XDPSEC_REASON_PASS_UNPARSED);
 	return pass(XDPSEC_REASON_PASS_OTHER);

@@ -74,6 +74,18 @@ struct xdpsec_config {
 };
 
 /*
+ * struct xdpsec_lladdr is the single entry (key 0) of the link-address map:
+ * the MAC address of the link the program is attached to, which an XDP
+ * program cannot read itself. The loader writes it at attach and whenever
+ * the link's address changes. All zero (a fresh map, or a link without an
+ * Ethernet address) means "do not check".
+ */
+struct xdpsec_lladdr {
+	__u8 addr[6];
+	__u16 pad; /* MUST be zero */
+};
+
+/*
  * Reasons, one per-CPU counter each. The loader names them (loader.Reason);
  * where /proc/net/xfrm_stat has the same event, the name says so there.
  */
@@ -91,6 +103,7 @@ enum xdpsec_reason {
 	XDPSEC_REASON_MALFORMED_ESP,   /* truncated ESP header or SPI 0: dropped (XfrmInHdrError) */
 	XDPSEC_REASON_MALFORMED_AH,    /* truncated AH, length out of range or SPI 0: dropped (XfrmInHdrError) */
 	XDPSEC_REASON_MALFORMED_UDP,   /* NAT-T datagram with a bad UDP length: dropped (XfrmInHdrError) */
+	XDPSEC_REASON_PASS_OTHERHOST,  /* IPsec or UDP in a unicast frame to another MAC than the link's (promiscuous mode): the kernel drops it as PACKET_OTHERHOST */
 	XDPSEC_REASON_MAX,
 };
 
@@ -113,6 +126,7 @@ enum xdpsec_feature {
 	XDPSEC_FEATURE_IKE_PASS = 1 << 10,   /* IKE and keepalives reach the kernel */
 	XDPSEC_FEATURE_FRAGMENT_PASS = 1 << 11,
 	XDPSEC_FEATURE_STEER_XSK = 1 << 12,  /* redirect to XSKMAP[rx_queue], XDP_PASS fallback */
+	XDPSEC_FEATURE_OTHERHOST_PASS = 1 << 13, /* unicast frames to another MAC pass (xdpsec_lladdr) */
 };
 
 /* Limits of the parser, part of the contract. */

@@ -39,19 +39,20 @@ const (
 type xdpsecXdpsecFeature uint32
 
 const (
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_VLAN          xdpsecXdpsecFeature = 1
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_QINQ          xdpsecXdpsecFeature = 2
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV4          xdpsecXdpsecFeature = 4
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV4OPTIONS   xdpsecXdpsecFeature = 8
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV6          xdpsecXdpsecFeature = 16
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV6EXT       xdpsecXdpsecFeature = 32
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_ESP           xdpsecXdpsecFeature = 64
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_AH            xdpsecXdpsecFeature = 128
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_AH_ESP        xdpsecXdpsecFeature = 256
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_UDP_ESP       xdpsecXdpsecFeature = 512
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_IKE_PASS      xdpsecXdpsecFeature = 1024
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_FRAGMENT_PASS xdpsecXdpsecFeature = 2048
-	xdpsecXdpsecFeatureXDPSEC_FEATURE_STEER_XSK     xdpsecXdpsecFeature = 4096
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_VLAN           xdpsecXdpsecFeature = 1
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_QINQ           xdpsecXdpsecFeature = 2
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV4           xdpsecXdpsecFeature = 4
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV4OPTIONS    xdpsecXdpsecFeature = 8
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV6           xdpsecXdpsecFeature = 16
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_IPV6EXT        xdpsecXdpsecFeature = 32
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_ESP            xdpsecXdpsecFeature = 64
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_AH             xdpsecXdpsecFeature = 128
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_AH_ESP         xdpsecXdpsecFeature = 256
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_UDP_ESP        xdpsecXdpsecFeature = 512
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_IKE_PASS       xdpsecXdpsecFeature = 1024
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_FRAGMENT_PASS  xdpsecXdpsecFeature = 2048
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_STEER_XSK      xdpsecXdpsecFeature = 4096
+	xdpsecXdpsecFeatureXDPSEC_FEATURE_OTHERHOST_PASS xdpsecXdpsecFeature = 8192
 )
 
 type xdpsecXdpsecLast struct {
@@ -61,6 +62,12 @@ type xdpsecXdpsecLast struct {
 	LookedUp uint32
 	Key      xdpsecXdpsecSaKey
 	SaId     uint32
+}
+
+type xdpsecXdpsecLladdr struct {
+	_    structs.HostLayout
+	Addr [6]uint8
+	Pad  uint16
 }
 
 type xdpsecXdpsecReason uint32
@@ -79,7 +86,8 @@ const (
 	xdpsecXdpsecReasonXDPSEC_REASON_MALFORMED_ESP  xdpsecXdpsecReason = 10
 	xdpsecXdpsecReasonXDPSEC_REASON_MALFORMED_AH   xdpsecXdpsecReason = 11
 	xdpsecXdpsecReasonXDPSEC_REASON_MALFORMED_UDP  xdpsecXdpsecReason = 12
-	xdpsecXdpsecReasonXDPSEC_REASON_MAX            xdpsecXdpsecReason = 13
+	xdpsecXdpsecReasonXDPSEC_REASON_PASS_OTHERHOST xdpsecXdpsecReason = 13
+	xdpsecXdpsecReasonXDPSEC_REASON_MAX            xdpsecXdpsecReason = 14
 )
 
 type xdpsecXdpsecSa struct {
@@ -113,6 +121,7 @@ const (
 	xdpsecMapXdpsecCfg        = "xdpsec_cfg"
 	xdpsecMapXdpsecCounters   = "xdpsec_counters"
 	xdpsecMapXdpsecLastpkt    = "xdpsec_lastpkt"
+	xdpsecMapXdpsecLinkaddr   = "xdpsec_linkaddr"
 	xdpsecMapXdpsecSas        = "xdpsec_sas"
 	xdpsecMapXdpsecScratch    = "xdpsec_scratch"
 	xdpsecMapXdpsecXsks       = "xdpsec_xsks"
@@ -177,6 +186,7 @@ type xdpsecMapSpecs struct {
 	XdpsecCfg      *ebpf.MapSpec `ebpf:"xdpsec_cfg"`
 	XdpsecCounters *ebpf.MapSpec `ebpf:"xdpsec_counters"`
 	XdpsecLastpkt  *ebpf.MapSpec `ebpf:"xdpsec_lastpkt"`
+	XdpsecLinkaddr *ebpf.MapSpec `ebpf:"xdpsec_linkaddr"`
 	XdpsecSas      *ebpf.MapSpec `ebpf:"xdpsec_sas"`
 	XdpsecScratch  *ebpf.MapSpec `ebpf:"xdpsec_scratch"`
 	XdpsecXsks     *ebpf.MapSpec `ebpf:"xdpsec_xsks"`
@@ -217,6 +227,7 @@ type xdpsecMaps struct {
 	XdpsecCfg      *ebpf.Map `ebpf:"xdpsec_cfg"`
 	XdpsecCounters *ebpf.Map `ebpf:"xdpsec_counters"`
 	XdpsecLastpkt  *ebpf.Map `ebpf:"xdpsec_lastpkt"`
+	XdpsecLinkaddr *ebpf.Map `ebpf:"xdpsec_linkaddr"`
 	XdpsecSas      *ebpf.Map `ebpf:"xdpsec_sas"`
 	XdpsecScratch  *ebpf.Map `ebpf:"xdpsec_scratch"`
 	XdpsecXsks     *ebpf.Map `ebpf:"xdpsec_xsks"`
@@ -227,6 +238,7 @@ func (m *xdpsecMaps) Close() error {
 		m.XdpsecCfg,
 		m.XdpsecCounters,
 		m.XdpsecLastpkt,
+		m.XdpsecLinkaddr,
 		m.XdpsecSas,
 		m.XdpsecScratch,
 		m.XdpsecXsks,

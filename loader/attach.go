@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +200,10 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 			d.Close()
 			return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
 		}
+		if err := d.SetLinkAddr(ethernetAddr(l)); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
+		}
 		return d, nil
 	case !errors.Is(err, ErrNotAttached):
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, err)
@@ -245,6 +250,20 @@ func Attach(ifname string, mode Mode, opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("attach xdp to %s: %w", ifname, restore(err))
 	}
 	return d, nil
+}
+
+// ethernetAddr returns l's MAC address for SetLinkAddr, or nil (no check)
+// when l has none: a tun, an ipip or gre tunnel (their "addresses" are IP
+// addresses), a link whose address is not a 6-byte unicast one.
+func ethernetAddr(l netlink.Link) net.HardwareAddr {
+	a := l.Attrs()
+	if a.EncapType != "" && a.EncapType != "ether" {
+		return nil
+	}
+	if len(a.HardwareAddr) != 6 || a.HardwareAddr[0]&1 != 0 {
+		return nil
+	}
+	return a.HardwareAddr
 }
 
 // lockPinRoot serialises Attach, Open and Detach on one PinRoot, across
@@ -356,6 +375,10 @@ func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath
 			return d, err
 		}
 	}
+	// Before the program runs: it must not steer a frame for another host.
+	if err := d.SetLinkAddr(ethernetAddr(l)); err != nil {
+		return d, err
+	}
 
 	// Pins of an earlier attachment that no longer drives this link (open
 	// found them stale) would block pinning the new one.
@@ -442,6 +465,9 @@ func (d *Datapath) replaceStaleProgram(l netlink.Link, mode Mode, log *slog.Logg
 	newID := ebpf.ProgramID(0)
 	if ni, err := prog.Info(); err == nil {
 		newID, _ = ni.ID()
+	}
+	if d.linkAddr == nil { // pins of a build without it: loading pinned a fresh one
+		d.linkAddr = coll.DetachMap(bpf.MapLinkAddr)
 	}
 	log.Info("replaced the attached xdpsec program with this build's; maps kept",
 		"link", d.ifname, "old_id", uint32(oldID), "old_tag", oldInfo.Tag, "new_id", uint32(newID), "new_tag", newInfo.Tag)
@@ -692,6 +718,9 @@ func open(l netlink.Link, dir string) (*Datapath, error) {
 	maps := map[string]*ebpf.Map{}
 	for _, name := range pinnedMaps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if name == bpf.MapLinkAddr && errors.Is(err, fs.ErrNotExist) {
+			continue // an older build's pins: Maps.SetLinkAddr says so
+		}
 		if err != nil {
 			for _, m := range maps {
 				m.Close()

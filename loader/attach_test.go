@@ -923,7 +923,8 @@ func TestAttachSizesXSKMapToRxQueues(t *testing.T) {
 					return err
 				}
 				// struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-				frame := v4{dst: dst4, proto: 50, payload: esp(0x7337, 32)}.frame()
+				// To the link's own MAC: a frame for another host would pass as pass-otherhost.
+				frame := withMACs(v4{dst: dst4, proto: 50, payload: esp(0x7337, 32)}.frame(), l.Attrs().HardwareAddr, macSrc)
 				ctx := [6]uint32{1: uint32(len(frame)), 3: uint32(l.Attrs().Index), 4: q}
 				ret, err := d.prog.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
 				if err != nil {

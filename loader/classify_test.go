@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -58,6 +59,25 @@ type classifyCase struct {
 	reason Reason
 	sa     uint32 // matched SA id, 0 = none
 	config *Config
+	lladdr net.HardwareAddr // the link's address (SetLinkAddr); nil: unset
+}
+
+// Link addresses for the other-host cases. Test frames go to macDst.
+var (
+	llOwn   = net.HardwareAddr(macDst)
+	llOther = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	llZero  = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+)
+
+// toMAC returns frame with its destination MAC replaced by mac.
+func toMAC(frame []byte, mac string) []byte {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		panic(err)
+	}
+	out := slices.Clone(frame)
+	copy(out, hw)
+	return out
 }
 
 func bytesOf(b byte, n int) []byte { return slices.Repeat([]byte{b}, n) }
@@ -223,6 +243,33 @@ func classifyCases() []classifyCase {
 		// AH length: 32-bit multiple over IPv4, 64-bit over IPv6 (RFC 4302 §2.2).
 		{name: "ah4 length 32-bit aligned", frame: v4{dst: dst4, proto: 51, payload: ah(4, 0x2001, 8, -1, nil)}.frame(), reason: ReasonSteerFallback, sa: 3},
 		{name: "ah6 length 64-bit aligned", frame: v6{dst: dst6, proto: 51, payload: ah(41, 0x2002, 4, -1, nil)}.frame(), reason: ReasonSteerFallback, sa: 4},
+
+		// The link's address (SetLinkAddr): a unicast frame to another MAC
+		// (promiscuous mode) is PACKET_OTHERHOST to the kernel, which drops
+		// it; group addresses are not; an unset address checks nothing.
+		{name: "esp4 to the link's address", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), reason: ReasonSteerFallback, sa: 1, lladdr: llOwn},
+		{name: "esp4 link address all zero", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), reason: ReasonSteerFallback, sa: 1, lladdr: llZero},
+		{name: "esp4 other host", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp4 other host differs in byte 0", frame: toMAC(v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), "06:00:00:00:00:01"), reason: ReasonPassOtherHost, lladdr: llOwn},
+		{name: "esp4 other host differs in byte 4", frame: toMAC(v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), "02:00:00:00:01:01"), reason: ReasonPassOtherHost, lladdr: llOwn},
+		{name: "esp4 other host zero MAC", frame: toMAC(v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), "00:00:00:00:00:00"), reason: ReasonPassOtherHost, lladdr: llOwn},
+		{name: "esp4 broadcast", frame: toMAC(v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), "ff:ff:ff:ff:ff:ff"), reason: ReasonSteerFallback, sa: 1, lladdr: llOwn},
+		{name: "esp4 multicast", frame: toMAC(v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(), "01:00:5e:00:00:01"), reason: ReasonSteerFallback, sa: 1, lladdr: llOwn},
+		{name: "esp4 802.1Q other host", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(0x8100), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp4 QinQ to the link's address", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, 64)}.frame(0x88a8, 0x8100), reason: ReasonSteerFallback, sa: 1, lladdr: llOwn},
+		{name: "esp4 ip options other host", frame: v4{dst: dst4, proto: 50, options: 8, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp4 truncated other host not dropped", frame: v4{dst: dst4, proto: 50, payload: esp(0x1001, -4)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp4 fragment other host", frame: v4{dst: dst4, proto: 50, frag: 0x2000, payload: esp(0x1001, 64)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "ah4 other host", frame: v4{dst: dst4, proto: 51, payload: ah(50, 0x2001, 12, -1, esp(0x1001, 32))}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "udp4 4500 esp other host", frame: v4{dst: dst4, proto: 17, payload: udp(4500, esp(0x3001, 64), 0)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "udp4 500 other host", frame: v4{dst: dst4, proto: 17, payload: udp(500, bytesOf(1, 40), 0)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "tcp4 other host", frame: v4{dst: dst4, proto: 6, payload: tcp(443)}.frame(), reason: ReasonPassOther, lladdr: llOther},
+		{name: "tcp4 fragment other host", frame: v4{dst: dst4, proto: 6, frag: 0x2000, payload: tcp(443)}.frame(), reason: ReasonPassFragment, lladdr: llOther},
+		{name: "esp6 other host", frame: v6{dst: dst6, proto: 50, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp6 ext headers other host", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonPassOtherHost, lladdr: llOther},
+		{name: "esp6 multicast", frame: toMAC(v6{dst: dst6, proto: 50, payload: esp(0x1002, 64)}.frame(), "33:33:00:00:00:01"), reason: ReasonSteerFallback, sa: 2, lladdr: llOther},
+		{name: "esp6 to the link's address", frame: v6{dst: dst6, proto: 50, exts: []ext{hbh, dopt}, payload: esp(0x1002, 64)}.frame(), reason: ReasonSteerFallback, sa: 2, lladdr: llOwn},
+		{name: "tcp6 other host", frame: v6{dst: dst6, proto: 6, payload: tcp(443)}.frame(), reason: ReasonPassOther, lladdr: llOther},
 	}
 }
 
@@ -262,6 +309,9 @@ func TestClassifyTable(t *testing.T) {
 				cfg = *tc.config
 			}
 			if err := c.SetConfig(cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetLinkAddr(tc.lladdr); err != nil {
 				t.Fatal(err)
 			}
 			var saKey SAKey
@@ -309,7 +359,7 @@ func TestClassifyTable(t *testing.T) {
 						saAfter.Packets-saBefore.Packets, saAfter.Bytes-saBefore.Bytes, ipLength(tc.frame))
 				}
 			}
-			ref := ReferenceClassify(tc.frame, &ReferenceTable{SAs: testSAs, Config: cfg})
+			ref := ReferenceClassify(tc.frame, &ReferenceTable{SAs: testSAs, Config: cfg, LinkAddr: tc.lladdr})
 			if ref != res {
 				t.Errorf("reference classifier says %v, BPF says %v", ref, res)
 			}
@@ -347,7 +397,7 @@ func TestObjectFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"vlan", "qinq", "ipv4", "ipv4-options", "ipv6", "ipv6-ext-headers", "esp", "ah", "ah-esp", "udp-esp", "ike-pass", "fragment-pass", "steer-xsk"}
+	want := []string{"vlan", "qinq", "ipv4", "ipv4-options", "ipv6", "ipv6-ext-headers", "esp", "ah", "ah-esp", "udp-esp", "ike-pass", "fragment-pass", "steer-xsk", "otherhost-pass"}
 	if got := f.Names(); !slices.Equal(got, want) {
 		t.Fatalf("features %v, want %v", got, want)
 	}

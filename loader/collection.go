@@ -28,7 +28,9 @@ type loadParams struct {
 
 // pinnedMaps are the maps that outlive a process. xdpsec_lastpkt is only
 // meaningful in the (never attached, never pinned) classify variant.
-var pinnedMaps = []string{bpf.MapSAs, bpf.MapXSKs, bpf.MapConfig, bpf.MapCounters}
+// MapLinkAddr came later than the others: pins of a build without it lack
+// it (open tolerates that, see Maps.SetLinkAddr).
+var pinnedMaps = []string{bpf.MapSAs, bpf.MapXSKs, bpf.MapConfig, bpf.MapCounters, bpf.MapLinkAddr}
 
 func loadCollection(p loadParams) (*ebpf.Collection, error) {
 	// No rlimit.RemoveMemlock: the program needs 5.18+ (bpf_xdp_load_bytes,

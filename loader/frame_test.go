@@ -28,6 +28,7 @@ func ether(etype uint16, l3 []byte, tpids ...uint16) []byte {
 }
 
 type v4 struct {
+	src      string // 198.51.100.7 when empty
 	dst      string
 	proto    byte
 	payload  []byte
@@ -53,7 +54,11 @@ func (p v4) bytes() []byte {
 	binary.BigEndian.PutUint16(b[2:], uint16(hl+len(p.payload)+p.totDelta))
 	binary.BigEndian.PutUint16(b[6:], p.frag)
 	b[8], b[9] = 64, p.proto
-	copy(b[12:], netip.MustParseAddr("198.51.100.7").AsSlice())
+	src := p.src
+	if src == "" {
+		src = "198.51.100.7"
+	}
+	copy(b[12:], netip.MustParseAddr(src).AsSlice())
 	copy(b[16:], netip.MustParseAddr(p.dst).AsSlice())
 	for i := 20; i < hl; i++ {
 		b[i] = 1 // NOP options

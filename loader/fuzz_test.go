@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,13 @@ func fuzzConfig(bits uint8) Config {
 	return c
 }
 
+// fuzzLinkAddr turns bits 6-7 of the fuzz byte into the link's address:
+// unset (0), the test frames' destination (0x40), another host's (0x80),
+// all zero (0xc0).
+func fuzzLinkAddr(bits uint8) net.HardwareAddr {
+	return []net.HardwareAddr{nil, llOwn, llOther, llZero}[bits>>6]
+}
+
 // differ runs frame through the BPF program and the Go reference and
 // reports any disagreement on verdict, reason or matched SA.
 func differ(c *Classifier, frame []byte, bits uint8) error {
@@ -27,11 +35,15 @@ func differ(c *Classifier, frame []byte, bits uint8) error {
 	if err := c.SetConfig(cfg); err != nil {
 		return err
 	}
+	ll := fuzzLinkAddr(bits)
+	if err := c.SetLinkAddr(ll); err != nil {
+		return err
+	}
 	got, err := c.Classify(frame)
 	if err != nil {
 		return err
 	}
-	want := ReferenceClassify(frame, &ReferenceTable{SAs: testSAs, Config: cfg})
+	want := ReferenceClassify(frame, &ReferenceTable{SAs: testSAs, Config: cfg, LinkAddr: ll})
 	if got != want {
 		return fmt.Errorf("config %#x frame %s:\n  bpf:       %v\n  reference: %v", bits, hex.EncodeToString(frame), got, want)
 	}
@@ -44,7 +56,7 @@ func differ(c *Classifier, frame []byte, bits uint8) error {
 // under testdata/fuzz).
 func FuzzClassifyDifferential(f *testing.F) {
 	for _, tc := range classifyCases() {
-		f.Add(tc.frame, uint8(0x3f))
+		f.Add(tc.frame, uint8(0x3f)|lladdrBits(tc.lladdr))
 	}
 	c := newTestClassifier(f)
 	f.Fuzz(func(t *testing.T, frame []byte, bits uint8) {
@@ -52,6 +64,16 @@ func FuzzClassifyDifferential(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// lladdrBits is fuzzLinkAddr's inverse.
+func lladdrBits(ll net.HardwareAddr) uint8 {
+	for i, a := range []net.HardwareAddr{nil, llOwn, llOther, llZero} {
+		if ll.String() == a.String() {
+			return uint8(i) << 6
+		}
+	}
+	panic("no fuzz bits for link address " + ll.String())
 }
 
 // TestClassifyDifferentialMutations is the fuzz test's deterministic
@@ -95,7 +117,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, tc := range classifyCases() {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\nbyte(%s)\n", strconv.Quote(string(tc.frame)), strconv.QuoteRune(rune(0x3f)))
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\nbyte(%s)\n", strconv.Quote(string(tc.frame)), strconv.QuoteRune(rune(0x3f|lladdrBits(tc.lladdr))))
 		name := fmt.Sprintf("seed-%02d", i)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 
 	"github.com/cilium/ebpf"
@@ -19,10 +20,15 @@ type Maps struct {
 	xsks     *ebpf.Map // XSKMAP rx queue -> AF_XDP socket
 	config   *ebpf.Map // ARRAY[1] xdpsec_config
 	counters *ebpf.Map // PERCPU_ARRAY[reason] u64
+	// linkAddr is ARRAY[1] xdpsec_lladdr; nil only when opened from the
+	// pins of an older build that had no such map.
+	linkAddr *ebpf.Map
 }
 
+// mapsFrom takes the maps out of m. The link-address map is optional (see
+// Maps.linkAddr); the others are not.
 func mapsFrom(m map[string]*ebpf.Map) (*Maps, error) {
-	out := &Maps{sas: m[bpf.MapSAs], xsks: m[bpf.MapXSKs], config: m[bpf.MapConfig], counters: m[bpf.MapCounters]}
+	out := &Maps{sas: m[bpf.MapSAs], xsks: m[bpf.MapXSKs], config: m[bpf.MapConfig], counters: m[bpf.MapCounters], linkAddr: m[bpf.MapLinkAddr]}
 	if out.sas == nil || out.xsks == nil || out.config == nil || out.counters == nil {
 		return nil, fmt.Errorf("xdpsec object lacks one of its maps")
 	}
@@ -35,7 +41,7 @@ func mapsFrom(m map[string]*ebpf.Map) (*Maps, error) {
 func (m *Maps) SACapacity() uint32 { return m.sas.MaxEntries() }
 
 func (m *Maps) close() {
-	for _, x := range []*ebpf.Map{m.sas, m.xsks, m.config, m.counters} {
+	for _, x := range []*ebpf.Map{m.sas, m.xsks, m.config, m.counters, m.linkAddr} {
 		if x != nil {
 			x.Close()
 		}
@@ -187,6 +193,55 @@ func (m *Maps) SetConfig(c Config) error {
 		return fmt.Errorf("write config: %w", mapErr(err))
 	}
 	return nil
+}
+
+// errNoLinkAddrMap: the maps came from the pins of a build without the
+// link-address check.
+var errNoLinkAddrMap = fmt.Errorf("the attached xdpsec program predates the link-address check (no %s pinned): detach and attach again", bpf.MapLinkAddr)
+
+// SetLinkAddr tells the program the link's MAC address: IPsec in a unicast
+// frame to any other address then passes to the kernel (which drops it as
+// PACKET_OTHERHOST) and counts pass-otherhost instead of being steered.
+// Frames to a group address (broadcast, multicast) are never affected. A
+// nil or all-zero addr turns the check off (a link without an Ethernet
+// address: tun, ipip). Anything but 0 or 6 bytes, or a group address, is
+// ErrInvalidConfig. Packets see the new address at once. Attach writes the
+// link's address; whoever follows the link's changes (the engine) calls
+// this again when it changes.
+func (m *Maps) SetLinkAddr(addr net.HardwareAddr) error {
+	var v bpf.LinkAddr
+	switch {
+	case len(addr) == 0:
+	case len(addr) != len(v.Addr):
+		return fmt.Errorf("%w: link address %s: want a 6-byte Ethernet address", ErrInvalidConfig, addr)
+	case addr[0]&1 != 0:
+		return fmt.Errorf("%w: link address %s is a group (multicast) address, which no link has", ErrInvalidConfig, addr)
+	default:
+		copy(v.Addr[:], addr)
+	}
+	if m.linkAddr == nil {
+		return fmt.Errorf("set link address: %w", errNoLinkAddrMap)
+	}
+	if err := m.linkAddr.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write link address: %w", mapErr(err))
+	}
+	return nil
+}
+
+// LinkAddr returns the address SetLinkAddr (or Attach) wrote, nil when the
+// check is off.
+func (m *Maps) LinkAddr() (net.HardwareAddr, error) {
+	if m.linkAddr == nil {
+		return nil, fmt.Errorf("read link address: %w", errNoLinkAddrMap)
+	}
+	var v bpf.LinkAddr
+	if err := m.linkAddr.Lookup(uint32(0), &v); err != nil {
+		return nil, fmt.Errorf("read link address: %w", mapErr(err))
+	}
+	if v.Addr == [6]uint8{} {
+		return nil, nil
+	}
+	return net.HardwareAddr(v.Addr[:]), nil
 }
 
 // Counters returns the reason counters summed over CPUs.

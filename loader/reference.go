@@ -1,7 +1,9 @@
 package loader
 
 import (
+	"bytes"
 	"encoding/binary"
+	"net"
 	"net/netip"
 )
 
@@ -15,6 +17,18 @@ type ReferenceTable struct {
 	// SocketBound says whether the rx queue has an AF_XDP socket in the XSK
 	// map: a steered packet then counts steered, else steer-fallback.
 	SocketBound bool
+	// LinkAddr is the link's MAC address as SetLinkAddr took it; nil or
+	// all zero checks nothing.
+	LinkAddr net.HardwareAddr
+}
+
+// otherHost says whether dst, a frame's destination MAC, is a unicast
+// address that is not the link's: the kernel's PACKET_OTHERHOST.
+func (t *ReferenceTable) otherHost(dst []byte) bool {
+	if len(t.LinkAddr) != 6 || bytes.Equal(t.LinkAddr, make([]byte, 6)) {
+		return false
+	}
+	return dst[0]&1 == 0 && !bytes.Equal(dst[:6], t.LinkAddr)
 }
 
 func (t *ReferenceTable) lookup(k SAKey) (SA, bool) {
@@ -50,11 +64,12 @@ func ReferenceClassify(frame []byte, t *ReferenceTable) Result {
 		etype = be16(frame[off+2:])
 		off += 4
 	}
+	other := t.otherHost(frame[:6])
 	switch etype {
 	case 0x0800:
-		return refIPv4(frame[off:], t)
+		return refIPv4(frame[off:], other, t)
 	case 0x86dd:
-		return refIPv6(frame[off:], t)
+		return refIPv6(frame[off:], other, t)
 	case 0x8100, 0x88a8:
 		return result(ReasonPassUnparsed)
 	}
@@ -86,14 +101,21 @@ func ipv4HeaderValid(h []byte) bool {
 	return sum == 0xffff
 }
 
-func refIPv4(p []byte, t *ReferenceTable) Result {
+// refIPv4 classifies the IPv4 packet p; otherHost: its frame is unicast to
+// another MAC than the link's.
+func refIPv4(p []byte, otherHost bool, t *ReferenceTable) Result {
 	if len(p) < 20 {
 		return result(ReasonPassUnparsed)
+	}
+	proto := p[9]
+	// Not for this host: the kernel drops it before anything else, so
+	// nothing else (a fragment, a malformed header, an SA) is looked at.
+	if ipsecOrUDP(proto) && otherHost {
+		return result(ReasonPassOtherHost)
 	}
 	if be16(p[6:])&0x3fff != 0 { // MF or a fragment offset
 		return result(ReasonPassFragment)
 	}
-	proto := p[9]
 	if !ipsecOrUDP(proto) {
 		return result(ReasonPassOther)
 	}
@@ -111,13 +133,16 @@ func refIPv4(p []byte, t *ReferenceTable) Result {
 	return r
 }
 
-func refIPv6(p []byte, t *ReferenceTable) Result {
+func refIPv6(p []byte, otherHost bool, t *ReferenceTable) Result {
 	if len(p) < 40 {
 		return result(ReasonPassUnparsed)
 	}
 	nh := p[6]
 	if !ipsecOrUDP(nh) && !ipv6Ext(nh) {
 		return result(ReasonPassOther)
+	}
+	if otherHost {
+		return result(ReasonPassOtherHost)
 	}
 	total := 40 + int(be16(p[4:]))
 	if total > len(p) {

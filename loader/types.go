@@ -239,10 +239,11 @@ const (
 	ReasonMalformedESP  = bpf.ReasonMalformedESP
 	ReasonMalformedAH   = bpf.ReasonMalformedAH
 	ReasonMalformedUDP  = bpf.ReasonMalformedUDP
+	ReasonPassOtherHost = bpf.ReasonPassOtherHost
 )
 
 // NumReasons is the number of reason counters.
-const NumReasons = int(ReasonMalformedUDP) + 1
+const NumReasons = int(ReasonPassOtherHost) + 1
 
 type reasonInfo struct {
 	name     string // stable, used in CLI output and JSON
@@ -264,6 +265,7 @@ var reasons = [NumReasons]reasonInfo{
 	ReasonMalformedESP:  {"malformed-esp", "XfrmInHdrError", VerdictDrop},
 	ReasonMalformedAH:   {"malformed-ah", "XfrmInHdrError", VerdictDrop},
 	ReasonMalformedUDP:  {"malformed-udp", "XfrmInHdrError", VerdictDrop},
+	ReasonPassOtherHost: {"pass-otherhost", "", VerdictPass},
 }
 
 // ReasonName returns the stable name of r ("no-state", "steered", ...).
@@ -352,6 +354,7 @@ var featureNames = []struct {
 	{bpf.FeatureIKEPass, "ike-pass"},
 	{bpf.FeatureFragmentPass, "fragment-pass"},
 	{bpf.FeatureSteerXSK, "steer-xsk"},
+	{bpf.FeatureOtherHostPass, "otherhost-pass"},
 }
 
 // Features is the set of packet shapes a program handles, as published in
