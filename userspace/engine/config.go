@@ -14,7 +14,6 @@ import (
 
 	"github.com/xdpsec/xdpsec/capabilities"
 	"github.com/xdpsec/xdpsec/loader"
-	"github.com/xdpsec/xdpsec/userspace/afxdp"
 	"github.com/xdpsec/xdpsec/userspace/sad"
 )
 
@@ -44,6 +43,11 @@ type FileConfig struct {
 	// capabilities.DefaultParameters with it applied
 	// (Hub.ResetParameters), at start before any SA and on every reload.
 	OffloadUpdate capabilities.Parameters
+
+	// mtuAt is "FILE:LINE" of the `mtu` line: its limit depends on
+	// `frame-size`, which may come later, so it is checked once the
+	// whole file is read.
+	mtuAt string
 }
 
 // LoadConfig reads a daemon configuration file:
@@ -54,6 +58,7 @@ type FileConfig struct {
 //	address PREFIX                 (an address of the TUN, repeatable)
 //	route PREFIX                   (an extra prefix routed into the TUN)
 //	mtu N | queues N | frames N
+//	frame-size 2048|4096           (bytes per AF_XDP frame; default 2048)
 //	pin DIR                        (bpffs directory of the XDP pins)
 //	fail-open                      (leave XDP pinned on stop)
 //	tun-offload on|off             (TUN vnet_hdr GSO/GRO; default on)
@@ -75,6 +80,9 @@ func LoadConfig(path string) (*FileConfig, error) {
 	}
 	if len(fc.Links) == 0 {
 		return nil, fmt.Errorf("%s: no `link IFNAME` line: name the interface xdpsec terminates IPsec on", path)
+	}
+	if fc.MTU > TUNMTULimit(fc.FrameSize) {
+		return nil, fmt.Errorf("%s: `mtu %d`: %s", fc.mtuAt, fc.MTU, mtuAdvice(fc.FrameSize))
 	}
 	return fc, nil
 }
@@ -107,6 +115,9 @@ func (fc *FileConfig) load(path string, keysOnly bool) error {
 		isSA, err := fc.line(path, words, keysOnly)
 		if err != nil {
 			return fmt.Errorf("%s:%d: %w", path, lineNo, err)
+		}
+		if words[0] == "mtu" {
+			fc.mtuAt = fmt.Sprintf("%s:%d", path, lineNo)
 		}
 		hasKeys = hasKeys || isSA
 	}
@@ -309,8 +320,18 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			fc.Routes = append(fc.Routes, p.Masked())
 		}
 	case "mtu":
-		if fc.MTU, err = num(68, MaxTUNMTU); err != nil {
-			err = fmt.Errorf("%w (an inner packet must fit one %d-byte AF_XDP frame with its ESP headers; leave `mtu` out to derive it from the links)", err, afxdp.DefaultFrameSize)
+		// The upper limit follows `frame-size`, which may come later:
+		// LoadConfig checks it once the whole file is read.
+		if fc.MTU, err = num(68, 65535); err != nil {
+			err = fmt.Errorf("`%s`: want a number from 68 to %d, or to %d with `frame-size 4096`; or leave mtu out to derive it from the links", strings.Join(w, " "), MaxTUNMTU, TUNMTULimit(4096))
+		}
+	case "frame-size":
+		var v string
+		if v, err = arg("size in bytes (2048 or 4096)"); err == nil {
+			if fc.FrameSize, err = strconv.Atoi(v); err != nil || (fc.FrameSize != 2048 && fc.FrameSize != 4096) {
+				fc.FrameSize = 0
+				err = fmt.Errorf("`frame-size %s`: want 2048 or 4096 (bytes per AF_XDP frame; 4096 carries TUN MTUs up to %d and inbound IP packets up to %d)", v, TUNMTULimit(4096), RxFrameLimit(4096)-ethLen-2*4)
+			}
 		}
 	case "queues":
 		fc.Queues, err = num(1, 256)
@@ -348,7 +369,7 @@ func (fc *FileConfig) line(path string, w []string, keysOnly bool) (bool, error)
 			err = fc.load(kf, true)
 		}
 	default:
-		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, pin, fail-open, tun-offload, control, keys, offload, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
+		err = fmt.Errorf("unknown line %q: expected link, tun, address, route, mtu, queues, frames, frame-size, pin, fail-open, tun-offload, control, keys, offload, `ip xfrm state add ...` or `ip xfrm policy add ...`", w[0])
 	}
 	return false, err
 }

@@ -135,14 +135,30 @@
 //   - The XDP SA map's size is the kernel's max_entries of the map in use
 //     (a pinned map reused from an earlier run keeps its size): an inbound
 //     SA beyond it is refused (ErrSAMapFull), outbound SAs need no entry.
-//   - One packet is one AF_XDP frame of afxdp.DefaultFrameSize bytes (no
-//     multi-buffer): the TUN MTU is at most MaxTUNMTU (1664; Start caps a
-//     derived MTU and refuses a larger Config.MTU, and a packet over it, the
-//     MTU raised by hand, is answered with ICMP too-big naming it), and an
-//     inbound frame over 1792 bytes (afxdp.DefaultFrameSize -
-//     afxdp.PacketHeadroom) is dropped by the kernel before the engine sees
-//     it (socket rx_dropped; Start warns about such link MTUs). Over jumbo
-//     links, keep the peers' packets within it.
+//   - One packet is one AF_XDP frame (no multi-buffer: sockets are bound
+//     without XDP_USE_SG and the XDP program is not xdp.frags) of
+//     Config.FrameSize bytes, 2048 (the default) or 4096 (config line
+//     `frame-size 4096`). Outbound, the TUN MTU is at most
+//     TUNMTULimit(FrameSize), 1664 or 3712 bytes: Start caps a derived MTU
+//     there (its log line names `frame-size 4096` when that would carry
+//     more) and refuses a larger Config.MTU, and a packet over it, the MTU
+//     raised by hand, is answered with ICMP too-big naming it, never cut.
+//     Inbound, the kernel copies a packet into the frame behind
+//     XDP_PACKET_HEADROOM (256 bytes): an Ethernet frame over
+//     RxFrameLimit(FrameSize), 1792 or 3840 bytes, is dropped before the
+//     engine sees it, counted in the socket's rx_dropped (Stats.Sockets;
+//     Start warns about link MTUs that allow such frames).
+//   - The link itself may allow less than the frame. Native XDP without
+//     xdp.frags needs a whole packet in one page: veth refuses to attach
+//     native XDP while the peer's MTU is above PAGE_SIZE - 256 -
+//     skb_shared_info (320) - 14 = 3506 bytes on x86-64 with 4 KiB pages
+//     ("Peer MTU is too large to set XDP"; measured on 6.18), and once it
+//     is attached refuses to raise the peer's MTU above that (ModeAuto then
+//     falls back to generic XDP at attach time); NIC drivers without
+//     multi-buffer XDP have similar page-based limits. So with 4096-byte
+//     frames and native XDP the link MTU (at most ~3500), not the frame
+//     (3826-byte IP packets), is the ceiling; generic XDP carries what the
+//     frame holds, and larger (jumbo) IPsec packets need multi-buffer XDP.
 //   - The TUN MTU follows neither link MTU changes nor SAs added later; a
 //     lower route MTU is still honoured per packet (ICMP too-big).
 //   - Only the first link with a socket (the primary) lends frames to TUN

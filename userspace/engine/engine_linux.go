@@ -34,19 +34,61 @@ const DefaultTUN = "xdpsec0"
 // encapsulation and CBC+HMAC-SHA-512 stays below it.
 const defaultOverhead = 128
 
-// MaxTUNMTU is the largest TUN MTU the engine runs with: an outbound packet
-// is read from the TUN straight into one AF_XDP frame (afxdp.DefaultFrameSize
-// bytes), behind the frame's headroom (afxdp.PacketHeadroom, where the outer
-// headers and the Ethernet header are written) and in front of room for the
-// ESP trailer and ICV. Start caps the derived MTU there and refuses a larger
-// Config.MTU; a packet that still does not fit (the MTU raised by hand) is
-// answered with ICMP too-big naming this limit, never cut.
+// MaxTUNMTU is the largest TUN MTU the engine runs with on frames of the
+// default size (afxdp.DefaultFrameSize): TUNMTULimit(0), 1664 bytes.
 const MaxTUNMTU = afxdp.DefaultFrameSize - afxdp.PacketHeadroom - outTailroom
 
-// maxRxFrame is the largest Ethernet frame an AF_XDP socket of the engine
-// receives: the kernel drops a longer one (the socket is bound without
-// XDP_USE_SG, so there is no multi-buffer; XDP_STATISTICS rx_dropped).
-const maxRxFrame = afxdp.DefaultFrameSize - afxdp.PacketHeadroom
+// TUNMTULimit returns the largest TUN MTU the engine runs with on AF_XDP
+// frames of frameSize bytes (0: afxdp.DefaultFrameSize): 1664 for 2048-byte
+// frames, 3712 for 4096. An outbound packet is read from the TUN straight
+// into one frame, behind the frame's headroom (afxdp.PacketHeadroom, where
+// the outer headers and the Ethernet header are written) and in front of
+// room for the ESP trailer and ICV. Start caps the derived MTU there and
+// refuses a larger Config.MTU; a packet that still does not fit (the MTU
+// raised by hand) is answered with ICMP too-big naming this limit, never
+// cut.
+func TUNMTULimit(frameSize int) int {
+	if frameSize == 0 {
+		frameSize = afxdp.DefaultFrameSize
+	}
+	return frameSize - afxdp.PacketHeadroom - outTailroom
+}
+
+// RxFrameLimit returns the largest Ethernet frame (its header and VLAN tags
+// included) an AF_XDP socket of the engine with frames of frameSize bytes
+// (0: afxdp.DefaultFrameSize) receives: 1792 bytes for 2048-byte frames,
+// 3840 for 4096. The kernel copies a received packet into the frame at
+// XDP_PACKET_HEADROOM (copy mode) and drops a longer one before the engine
+// sees it, counted in the socket's XDP_STATISTICS rx_dropped (Stats
+// Sockets[].RxDropped): the socket is bound without XDP_USE_SG, so there is
+// no multi-buffer.
+func RxFrameLimit(frameSize int) int {
+	if frameSize == 0 {
+		frameSize = afxdp.DefaultFrameSize
+	}
+	return frameSize - afxdp.PacketHeadroom
+}
+
+// mtuAdvice says which TUN MTUs frames of frameSize bytes carry and how to
+// get more, for the errors of Start and LoadConfig.
+func mtuAdvice(frameSize int) string {
+	if frameSize == 0 {
+		frameSize = afxdp.DefaultFrameSize
+	}
+	s := fmt.Sprintf("an inner packet must fit one %d-byte AF_XDP frame with its ESP headers, so the TUN MTU is 68 to %d", frameSize, TUNMTULimit(frameSize))
+	if frameSize < 4096 {
+		s += fmt.Sprintf(" (`frame-size 4096` raises it to %d)", TUNMTULimit(4096))
+	}
+	return s + "; or leave mtu out to derive it from the links"
+}
+
+// checkFrameSize refuses an AF_XDP frame size the engine does not run with.
+func checkFrameSize(n int) error {
+	if n != 0 && n != 2048 && n != 4096 {
+		return fmt.Errorf("%w: frame-size %d: an AF_XDP frame is 2048 or 4096 bytes (4096 carries TUN MTUs up to %d)", ErrConfig, n, TUNMTULimit(4096))
+	}
+	return nil
+}
 
 // Errors callers tell apart with errors.Is.
 var (
@@ -86,15 +128,22 @@ type Config struct {
 	// Routes are extra prefixes routed into the TUN, besides the
 	// destination prefixes of outbound policies.
 	Routes []netip.Prefix
-	// MTU is the TUN MTU, at most MaxTUNMTU; 0 takes the smallest link MTU
-	// minus the largest encapsulation overhead of the outbound SAs, capped at
-	// MaxTUNMTU.
+	// MTU is the TUN MTU, at most TUNMTULimit(FrameSize); 0 takes the
+	// smallest link MTU minus the largest encapsulation overhead of the
+	// outbound SAs, capped there.
 	MTU int
+	// FrameSize is the size in bytes of every AF_XDP frame of every socket
+	// the engine opens (config line `frame-size`): 2048 or 4096, 0 meaning
+	// afxdp.DefaultFrameSize (2048). One packet is one frame, so it bounds
+	// the TUN MTU (TUNMTULimit) and the largest frame received
+	// (RxFrameLimit); 4096 doubles the UMEM of each socket. See the
+	// package documentation for the ceilings of the links themselves.
+	FrameSize int
 	// Queues is the number of workers (and of AF_XDP sockets per link and
 	// TUN queues); 0 takes the largest rx queue count of the links.
 	Queues int
-	// FrameCount is the UMEM size of each socket, in 2048-byte frames
-	// (afxdp.DefaultFrameCount when 0).
+	// FrameCount is the UMEM size of each socket, in frames of FrameSize
+	// bytes (afxdp.DefaultFrameCount when 0).
 	FrameCount int
 	// SAs and Policies are installed before the workers start.
 	SAs      []*sad.SASpec
@@ -209,8 +258,14 @@ func Start(cfg Config) (_ *Engine, err error) {
 	if len(cfg.Links) == 0 {
 		return nil, fmt.Errorf("%w: no link: name at least one interface (config line `link IFNAME`)", ErrConfig)
 	}
-	if cfg.MTU < 0 || cfg.MTU > MaxTUNMTU {
-		return nil, fmt.Errorf("%w: mtu %d: an AF_XDP frame carries inner packets of at most %d bytes; set mtu between 68 and %d, or leave it out to derive it from the links", ErrConfig, cfg.MTU, MaxTUNMTU, MaxTUNMTU)
+	if err := checkFrameSize(cfg.FrameSize); err != nil {
+		return nil, err
+	}
+	if cfg.FrameSize == 0 {
+		cfg.FrameSize = afxdp.DefaultFrameSize
+	}
+	if cfg.MTU < 0 || cfg.MTU > TUNMTULimit(cfg.FrameSize) {
+		return nil, fmt.Errorf("%w: mtu %d: %s", ErrConfig, cfg.MTU, mtuAdvice(cfg.FrameSize))
 	}
 	if cfg.TUN == "" {
 		cfg.TUN = DefaultTUN
@@ -244,9 +299,12 @@ func Start(cfg Config) (_ *Engine, err error) {
 		a := l.Attrs()
 		el := &engineLink{name: name, index: a.Index, mtu: a.MTU, queues: max(a.NumRxQueues, 1)}
 		minMTU = min(minMTU, a.MTU)
-		if a.MTU+ethLen+2*4 > maxRxFrame {
-			e.log.Warn("link MTU exceeds an AF_XDP frame: IPsec packets longer than the frame are dropped by the kernel (rx_dropped); keep the peers' packets below it",
-				"link", name, "mtu", a.MTU, "max-ip-packet", maxRxFrame-ethLen-2*4)
+		if maxIP := RxFrameLimit(cfg.FrameSize) - ethLen - 2*4; a.MTU > maxIP {
+			msg := "link MTU exceeds an AF_XDP frame: IPsec packets longer than the frame are dropped by the kernel (rx_dropped); keep the peers' packets below it"
+			if cfg.FrameSize < 4096 {
+				msg += ", or set `frame-size 4096` (IP packets up to " + fmt.Sprint(RxFrameLimit(4096)-ethLen-2*4) + " bytes)"
+			}
+			e.log.Warn(msg, "link", name, "mtu", a.MTU, "max-ip-packet", maxIP, "frame-size", cfg.FrameSize)
 		}
 		dp, err := loader.Attach(name, cfg.XDPMode, loader.Options{PinRoot: cfg.PinRoot, Logger: e.log})
 		if err != nil {
@@ -272,7 +330,7 @@ func Start(cfg Config) (_ *Engine, err error) {
 			n = min(n, cfg.Queues)
 		}
 		for q := 0; q < n; q++ {
-			s, err := openSocket(afxdp.Config{Ifindex: el.index, Queue: q, FrameCount: cfg.FrameCount, Accounting: cfg.frameAccounting})
+			s, err := openSocket(afxdp.Config{Ifindex: el.index, Queue: q, FrameSize: cfg.FrameSize, FrameCount: cfg.FrameCount, Accounting: cfg.frameAccounting})
 			if err != nil {
 				if q > 0 && errors.Is(err, unix.EINVAL) {
 					break
@@ -337,9 +395,13 @@ func Start(cfg Config) (_ *Engine, err error) {
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = minMTU - e.maxOverhead()
-		if mtu > MaxTUNMTU {
-			e.log.Info("TUN MTU capped at what an AF_XDP frame carries", "link-mtu", minMTU, "mtu", MaxTUNMTU)
-			mtu = MaxTUNMTU
+		if limit := TUNMTULimit(cfg.FrameSize); mtu > limit {
+			msg := "TUN MTU capped at what an AF_XDP frame carries"
+			if cfg.FrameSize < 4096 {
+				msg += fmt.Sprintf("; set `frame-size 4096` for a TUN MTU up to %d", min(mtu, TUNMTULimit(4096)))
+			}
+			e.log.Info(msg, "link-mtu", minMTU, "mtu", limit, "frame-size", cfg.FrameSize)
+			mtu = limit
 		}
 	}
 	if e.dev, err = tun.Create(tun.Config{Name: cfg.TUN, Queues: queues, MTU: mtu, TxQueueLen: 1000, Addrs: cfg.Addrs, Routes: cfg.Routes, VnetHdr: !cfg.NoTUNOffload}); err != nil {
@@ -1255,15 +1317,23 @@ type SAStats struct {
 	Packets  uint64            `json:"packets"`
 	Bytes    uint64            `json:"bytes"`
 	Verdicts map[string]uint64 `json:"verdicts,omitempty"`
-	// XDPPackets counts the packets the XDP program matched to the SA.
+	// XDPPackets counts the packets the XDP program matched to the SA,
+	// XDPBytes their IP datagrams' bytes as the kernel received them
+	// (outer IP header included, Ethernet header excluded): the size of
+	// the inbound ESP/AH packets on the wire, counted before the engine
+	// sees them.
 	XDPPackets uint64 `json:"xdp_packets"`
+	XDPBytes   uint64 `json:"xdp_bytes"`
 	NextSeq    uint64 `json:"next_seq"`
 }
 
 // SocketStats are one AF_XDP socket's main counters.
 type SocketStats struct {
-	Link       string `json:"link"`
-	Queue      int    `json:"queue"`
+	Link  string `json:"link"`
+	Queue int    `json:"queue"`
+	// FrameSize is the size of the socket's UMEM frames as registered
+	// with the kernel (Config.FrameSize).
+	FrameSize  int    `json:"frame_size"`
 	RxPackets  uint64 `json:"rx_packets"`
 	TxPackets  uint64 `json:"tx_packets"`
 	RxDropped  uint64 `json:"rx_dropped"`
@@ -1303,7 +1373,7 @@ func (e *Engine) Stats() (Stats, error) {
 		}
 		st.InVerdicts[v.String()] = n
 	}
-	xdp := map[sad.SAKey]uint64{}
+	xdp := map[sad.SAKey]loader.SACounters{}
 	for _, el := range e.links {
 		ls := LinkStats{Name: el.name, Ifindex: el.index, Reasons: map[string]uint64{}}
 		ls.XDPMode = el.mode
@@ -1314,7 +1384,11 @@ func (e *Engine) Stats() (Stats, error) {
 		}
 		if sas, err := el.dp.SAs(); err == nil {
 			for _, s := range sas {
-				xdp[sad.SAKey{SPI: s.Key.SPI, Dst: s.Key.Dst.Unmap(), Proto: ipsec.Proto(s.Key.Proto)}] += s.Counters.Packets
+				k := sad.SAKey{SPI: s.Key.SPI, Dst: s.Key.Dst.Unmap(), Proto: ipsec.Proto(s.Key.Proto)}
+				c := xdp[k]
+				c.Packets += s.Counters.Packets
+				c.Bytes += s.Counters.Bytes
+				xdp[k] = c
 			}
 		}
 		st.Links = append(st.Links, ls)
@@ -1323,7 +1397,7 @@ func (e *Engine) Stats() (Stats, error) {
 	for _, a := range e.sad.List() {
 		s := a.Stats()
 		ss := SAStats{Key: a.Key().String(), Dir: "out", Spec: a.Spec().String(), Packets: s.Packets, Bytes: s.Bytes,
-			XDPPackets: xdp[a.Key()], NextSeq: a.Transform().NextSeq()}
+			XDPPackets: xdp[a.Key()].Packets, XDPBytes: xdp[a.Key()].Bytes, NextSeq: a.Transform().NextSeq()}
 		if e.inbound(a.Spec(), locals) {
 			ss.Dir = "in"
 		}
@@ -1346,7 +1420,7 @@ func (e *Engine) Stats() (Stats, error) {
 			if err != nil {
 				continue
 			}
-			st.Sockets = append(st.Sockets, SocketStats{Link: e.links[li].name, Queue: w.q, RxPackets: x.RxPackets,
+			st.Sockets = append(st.Sockets, SocketStats{Link: e.links[li].name, Queue: w.q, FrameSize: s.Info().FrameSize, RxPackets: x.RxPackets,
 				TxPackets: x.TxPackets, RxDropped: x.RxDropped, RxRingFull: x.RxRingFull, FillEmpty: x.RxFillRingEmptyDescs})
 		}
 	}

@@ -600,7 +600,7 @@ func (w *worker) outbound() bool {
 		m := w.rdSizes[i]
 		if pkt := w.rdBufs[i]; m == len(pkt) && ipLen(pkt) > m {
 			// read(2) cut it to the frame (the TUN MTU was raised
-			// past MaxTUNMTU): never send a cut packet.
+			// past TUNMTULimit): never send a cut packet.
 			w.oversize(pkt)
 			w.recycle(w.rdDesc[i])
 			continue
@@ -871,14 +871,15 @@ func ipLen(pkt []byte) int {
 
 // oversize handles a TUN packet (or a segment of it) longer than a frame
 // carries, of which pkt holds at least the headers: ICMP too-big naming
-// MaxTUNMTU when the sender allows it, else a counted drop.
+// TUNMTULimit of the engine's frame size when the sender allows it, else a
+// counted drop.
 func (w *worker) oversize(pkt []byte) {
 	var err error
 	if w.flow, err = sad.FlowOf(pkt); err != nil {
 		w.ctr.c[OutNotIP].Add(1)
 		return
 	}
-	w.tooBig(pkt, MaxTUNMTU)
+	w.tooBig(pkt, TUNMTULimit(w.e.cfg.FrameSize))
 }
 
 // copyToLink copies the frame f (Ethernet header on) into a frame of
