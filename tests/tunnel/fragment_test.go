@@ -11,10 +11,7 @@ import (
 	"github.com/xdpsec/xdpsec/userspace/engine"
 )
 
-var (
-	transmittedRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-	linkMTURE     = regexp.MustCompile(`\bmtu (\d+)\b`)
-)
+var linkMTURE = regexp.MustCompile(`\bmtu (\d+)\b`)
 
 // bigEchoSize is the ICMP payload of the big pings: every echo is 3008
 // bytes of ICMP, more than twice any TUN MTU the tests run with.
@@ -48,12 +45,10 @@ func bigPing(t *testing.T, ns *testutil.NS, dst string, args ...string) (sent, r
 	t.Helper()
 	args = append(append([]string{"-c", "3", "-i", "0.2", "-W", "2", "-s", strconv.Itoa(bigEchoSize)}, args...), dst)
 	out, _ = ns.Run("ping", args...)
-	m := transmittedRE.FindStringSubmatch(out)
-	if m == nil {
+	sent, received, ok := testutil.PingCounts(out)
+	if !ok {
 		t.Fatalf("ping %v: no summary:\n%s", args, out)
 	}
-	sent, _ = strconv.Atoi(m[1])
-	received, _ = strconv.Atoi(m[2])
 	return sent, received, out
 }
 

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"os"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,8 +47,6 @@ func hup(t *testing.T, d *xdpsectest.Daemon, n int) {
 	t.Fatalf("no reload logged 5 s after SIGHUP:\n%s", d.Log())
 }
 
-var lossRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-
 // TestReloadRekey: SIGHUP with one SA's key changed in the config, while
 // a ping flows through another SA: that ping loses nothing, and the changed
 // SA uses the new key (after A alone reloaded, B refuses A's IPv4 packets as
@@ -94,8 +91,7 @@ func TestReloadRekey(t *testing.T) {
 		xdpsectest.Ping(t, p.B, "198.51.100.1", 3, a, b)
 
 		pinger.Wait()
-		m := lossRE.FindStringSubmatch(pout.String())
-		if m == nil || m[1] != "60" || m[2] != "60" {
+		if sent, got, _ := testutil.PingCounts(pout.String()); sent != 60 || got != 60 {
 			t.Errorf("ping through the unchanged SA during the reloads lost packets:\n%s%s", pout.String(), xdpsectest.Dump(a, b))
 		}
 		for _, d := range []*xdpsectest.Daemon{a, b} {

@@ -3,8 +3,6 @@ package engine
 import (
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -102,14 +100,11 @@ func TestUpdatesUnderTraffic(t *testing.T) {
 		t.Fatalf("update under traffic: %v", err)
 	default:
 	}
-	recv := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 	for _, r := range res {
-		m := recv.FindStringSubmatch(r.out)
-		if m == nil {
+		sent, got, ok := testutil.PingCounts(r.out)
+		if !ok {
 			t.Fatalf("ping: %v\n%s", r.err, r.out)
 		}
-		sent, _ := strconv.Atoi(m[1])
-		got, _ := strconv.Atoi(m[2])
 		if got < sent*9/10 {
 			t.Errorf("ping answered %d of %d during updates\n%s", got, sent, r.out)
 		}
