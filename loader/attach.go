@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -264,6 +265,26 @@ func ethernetAddr(l netlink.Link) net.HardwareAddr {
 		return nil
 	}
 	return a.HardwareAddr
+}
+
+// UpdateLinkAddr writes the Ethernet address of l, the link d is attached
+// to as a netlink update reports it, with SetLinkAddr if it differs from
+// the one in force, and says whether it did. It is for a caller following
+// the link's RTM_NEWLINK updates (`ip link set dev LINK address ...`); a
+// link without an Ethernet address turns the check off.
+func (d *Datapath) UpdateLinkAddr(l netlink.Link) (changed bool, err error) {
+	want := ethernetAddr(l)
+	cur, err := d.LinkAddr()
+	if err != nil {
+		return false, err
+	}
+	if slices.Equal(cur, want) {
+		return false, nil
+	}
+	if err := d.SetLinkAddr(want); err != nil {
+		return false, fmt.Errorf("follow %s's address: %w", d.ifname, err)
+	}
+	return true, nil
 }
 
 // lockPinRoot serialises Attach, Open and Detach on one PinRoot, across
