@@ -587,7 +587,9 @@ var ErrLinkGone = errors.New("link deleted")
 // routes back when it comes up again: taking a device down makes the kernel
 // delete every route through it and its IPv6 addresses, which would leave
 // the tunnel without traffic (and a reload would not notice: its policies
-// are unchanged). A deleted link or TUN is reported on Gone.
+// are unchanged). A link's changed MAC address goes to its XDP program,
+// which steers only frames addressed to it. A deleted link or TUN is
+// reported on Gone.
 func (e *Engine) watchLinks(events <-chan netlink.LinkUpdate) {
 	defer e.wg.Done()
 	up := true
@@ -608,6 +610,19 @@ func (e *Engine) watchLinks(events <-chan netlink.LinkUpdate) {
 					}
 				}
 				continue
+			}
+			// A link's MAC changed (ip link set dev LINK address ...): its
+			// XDP program must steer frames to the new one, and pass those
+			// to the old one, as the kernel now drops them (otherhost).
+			for _, el := range e.links {
+				if el.index != int(u.Index) || u.Header.Type != unix.RTM_NEWLINK || u.Link == nil {
+					continue
+				}
+				if changed, err := el.dp.UpdateLinkAddr(u.Link); err != nil {
+					e.log.Warn("cannot follow the link's MAC address: frames to it may pass to the kernel as pass-otherhost", "link", el.name, "err", err)
+				} else if changed {
+					e.log.Info("link MAC address changed: XDP steers frames to the new one", "link", el.name, "address", u.Attrs().HardwareAddr.String())
+				}
 			}
 			if int(u.Index) != e.dev.Index() || u.Header.Type != unix.RTM_NEWLINK {
 				continue
