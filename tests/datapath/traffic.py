@@ -12,6 +12,14 @@ issue 2 and RFC 4303/4302/3948, not from xdpsec's code.
   traffic.py send IFACE DSTMAC [N]   send every packet N times (default 1) out of
                                      IFACE to DSTMAC, then print the expected
                                      reason counts as JSON
+  traffic.py send-otherhost IFACE DSTMAC [N]
+                                     the same to DSTMAC, a unicast MAC that is
+                                     not the receiver's: the receiving kernel
+                                     drops every IP packet (PACKET_OTHERHOST),
+                                     and xdpsec must not steer any; the ESP, AH
+                                     and UDP ones (IPv6: also any extension
+                                     header first) count pass-otherhost, the
+                                     others what they count to the right MAC
 
 Addresses are from the documentation ranges: the receiver is 192.0.2.1 and
 2001:db8::1, the sender 192.0.2.2 and 2001:db8::2 (internal/testutil's pair).
@@ -128,6 +136,18 @@ def packets(src_mac="02:00:00:00:00:02", dst_mac="02:00:00:00:00:01"):
     return out
 
 
+def otherhost(frame):
+    """Whether xdpsec looks at frame as IPsec (or UDP) before anything else:
+    then, sent to another host's MAC, it passes as pass-otherhost."""
+    from scapy.all import IP, IPv6
+    if IP in frame:
+        return frame[IP].proto in (50, 51, 17)
+    if IPv6 in frame:
+        # ESP, AH, UDP, or hop-by-hop, routing, fragment, destination options.
+        return frame[IPv6].nh in (50, 51, 17, 0, 43, 44, 60)
+    return False
+
+
 def expectation(i, verdict, reason, spi):
     d = {"index": i, "verdict": verdict, "reason": reason}
     if spi is not None:
@@ -147,7 +167,7 @@ def main(argv):
             for i, (_, verdict, reason, spi) in enumerate(pkts):
                 f.write(json.dumps(expectation(i, verdict, reason, spi), separators=(",", ":")) + "\n")
         return 0
-    if len(argv) in (3, 4) and argv[0] == "send":
+    if len(argv) in (3, 4) and argv[0] in ("send", "send-otherhost"):
         iface, dst_mac = argv[1], argv[2]
         n = int(argv[3]) if len(argv) == 4 else 1
         from scapy.all import sendp
@@ -155,7 +175,9 @@ def main(argv):
         pkts = packets(src_mac, dst_mac)
         sendp([p[0] for p in pkts] * n, iface=iface, verbose=False)
         counts = {}
-        for _, _, reason, _ in pkts:
+        for frame, _, reason, _ in pkts:
+            if argv[0] == "send-otherhost" and otherhost(frame):
+                reason = "pass-otherhost"
             counts[reason] = counts.get(reason, 0) + n
         print(json.dumps(counts, sort_keys=True))
         return 0
