@@ -13,7 +13,18 @@
 //   - Detach(ifname, opts) removes the link, every pin and the directory.
 //   - A Datapath (from Attach or Open) programs SAs (PutSA, DeleteSA, SAs),
 //     XSK slots (SetXSK, ClearXSK), the receive-offload config (Config,
-//     SetConfig), and reads counters (Counters) and Status.
+//     SetConfig), the link's MAC address (SetLinkAddr, UpdateLinkAddr), and
+//     reads counters (Counters) and Status.
+//   - Only frames addressed to the link are steered: Attach writes the
+//     link's MAC into the program's map, and IPsec in a unicast frame to
+//     any other MAC (promiscuous mode: tcpdump without -p, a bridge port, a
+//     macvlan lower) passes to the kernel, which drops it as
+//     PACKET_OTHERHOST, counted pass-otherhost. Whoever outlives a MAC
+//     change (the engine) calls UpdateLinkAddr. A link without an Ethernet
+//     address, and a Classifier until SetLinkAddr, check nothing. An upper
+//     device with a MAC of its own (a VLAN or macvlan whose address differs
+//     from the link's) is another host to this check: its IPsec is not
+//     steered.
 //   - A Classifier runs the same program, never attached, through
 //     BPF_PROG_TEST_RUN on one frame at a time: Classify returns the verdict,
 //     the reason and the matched SA.
