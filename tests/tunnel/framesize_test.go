@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,4 +259,68 @@ func TestFrameSizeDefaultCaps(t *testing.T) {
 		}
 	})
 	testutil.CheckRemoved(t, names...)
+}
+
+// BenchmarkFrameSizeTCP measures iperf3 TCP (4 streams, A -> B) through
+// the example tunnel with default 2048-byte frames over links of MTU 1500
+// and 3000 (the TUN MTU capped at 1664 there), and with `frame-size 4096`
+// over links of MTU 3000 (TUN MTU 2923), the configurations alternating
+// within each round (b.N rounds) so a noisy neighbour hits them alike, the
+// daemons started afresh for each. Metrics: medians over the rounds in
+// Mbit/s, and 4096/2048 = frame-size 4096 over 2048 at link MTU 3000 in
+// the same round. No assertion: it reports. Needs root and iperf3; about
+// 15 s a round. (Both CPUs are fully busy in every configuration here, so
+// a rate per busy CPU would say nothing more.)
+//
+//	go test -run '^$' -bench FrameSizeTCP -benchtime 3x ./tests/tunnel/
+func BenchmarkFrameSizeTCP(b *testing.B) {
+	testutil.RequireRoot(b)
+	p := testutil.NewVethPair(b)
+	pin := xdpsectest.MountBPFFS(b)
+	configs := []struct {
+		name, linkMTU string
+		extra         []string
+	}{
+		{"mtu1500-2048", "1500", nil},
+		{"mtu3000-2048", linkMTU3000, nil},
+		{"mtu3000-4096", linkMTU3000, []string{"frame-size 4096"}},
+	}
+	mbits := map[string][]float64{}
+	var ratios []float64
+	port := 5401
+	for round := 0; round < b.N; round++ {
+		got := map[string]float64{}
+		line := fmt.Sprintf("round %d", round)
+		for _, c := range configs {
+			p.A.MustRun(b, "ip", "link", "set", p.IfA, "mtu", c.linkMTU)
+			p.B.MustRun(b, "ip", "link", "set", p.IfB, "mtu", c.linkMTU)
+			extra := append([]string{"pin " + pin}, c.extra...)
+			conf := func(side string) xdpsectest.Config {
+				name := "tunnel-" + side
+				return xdpsectest.WriteConfig(b, b.TempDir(), name, append(xdpsectest.ReadExample(b, name+".conf"), extra...), xdpsectest.ReadExample(b, name+".keys"))
+			}
+			a := xdpsectest.StartDaemon(b, p.A, conf("a"), xdpsectest.Options{})
+			d := xdpsectest.StartDaemon(b, p.B, conf("b"), xdpsectest.Options{})
+			xdpsectest.Ping(b, p.A, "198.51.100.2", 2, a, d)
+			m := iperf3(b, p, "198.51.100.2", port, 4)
+			port++
+			tm := strings.TrimSpace(p.A.MustRun(b, "cat", "/sys/class/net/xdpsec0/mtu"))
+			line += fmt.Sprintf("; %s (TUN MTU %s) %.0f Mbit/s", c.name, tm, m)
+			a.Stop()
+			d.Stop()
+			got[c.name] = m
+			mbits[c.name] = append(mbits[c.name], m)
+		}
+		ratios = append(ratios, got["mtu3000-4096"]/got["mtu3000-2048"])
+		b.Log(line)
+	}
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	for _, c := range configs {
+		b.ReportMetric(median(mbits[c.name]), c.name+"-Mbit/s")
+	}
+	b.ReportMetric(median(ratios), "4096/2048")
 }
