@@ -150,11 +150,13 @@
 //     Start warns about link MTUs that allow such frames).
 //   - The link itself may allow less than the frame. Native XDP without
 //     xdp.frags needs a whole packet in one page: veth refuses to attach
-//     native XDP while the peer's MTU is above PAGE_SIZE - 256 -
-//     skb_shared_info (320) - 14 = 3506 bytes on x86-64 with 4 KiB pages
-//     ("Peer MTU is too large to set XDP"; measured on 6.18), and once it
-//     is attached refuses to raise the peer's MTU above that (ModeAuto then
-//     falls back to generic XDP at attach time); NIC drivers without
+//     native XDP while the peer's MTU is above 3506 bytes on x86-64 with
+//     4 KiB pages: PAGE_SIZE less 256 of headroom, 320 of aligned
+//     skb_shared_info and 14 of Ethernet header ("Peer MTU is too large to
+//     set XDP"; measured on 6.18; at
+//     attach, ModeAuto then falls back to generic XDP), and once native
+//     XDP is attached refuses to raise the peer's MTU above that (ip link:
+//     "mtu greater than device maximum"); NIC drivers without
 //     multi-buffer XDP have similar page-based limits. So with 4096-byte
 //     frames and native XDP the link MTU (at most ~3500), not the frame
 //     (3826-byte IP packets), is the ceiling; generic XDP carries what the
