@@ -149,18 +149,18 @@
 //     engine sees it, counted in the socket's rx_dropped (Stats.Sockets;
 //     Start warns about link MTUs that allow such frames).
 //   - The link itself may allow less than the frame. Native XDP without
-//     xdp.frags needs a whole packet in one page: veth refuses to attach
-//     native XDP while the peer's MTU is above 3506 bytes on x86-64 with
-//     4 KiB pages: PAGE_SIZE less 256 of headroom, 320 of aligned
-//     skb_shared_info and 14 of Ethernet header ("Peer MTU is too large to
-//     set XDP"; measured on 6.18; at
-//     attach, ModeAuto then falls back to generic XDP), and once native
-//     XDP is attached refuses to raise the peer's MTU above that (ip link:
-//     "mtu greater than device maximum"); NIC drivers without
-//     multi-buffer XDP have similar page-based limits. So with 4096-byte
-//     frames and native XDP the link MTU (at most ~3500), not the frame
-//     (3826-byte IP packets), is the ceiling; generic XDP carries what the
-//     frame holds, and larger (jumbo) IPsec packets need multi-buffer XDP.
+//     xdp.frags needs a whole packet in one page: veth refuses to
+//     attach native XDP while the peer's MTU is above 3506 bytes on
+//     x86-64 with 4 KiB pages: PAGE_SIZE less 256 of headroom, 320 of
+//     aligned skb_shared_info and 14 of Ethernet header ("Peer MTU is
+//     too large to set XDP"; measured on 6.18; at attach, ModeAuto then
+//     falls back to generic XDP), and once native XDP is attached
+//     refuses to raise the peer's MTU above that (ip link: "mtu greater
+//     than device maximum"); NIC drivers without multi-buffer XDP have
+//     similar page-based limits. So with 4096-byte frames and native
+//     XDP the link MTU (at most ~3500), not the frame (3826-byte IP
+//     packets), is the ceiling; generic XDP carries what the frame
+//     holds, and larger (jumbo) IPsec packets need multi-buffer XDP.
 //   - The TUN MTU follows neither link MTU changes nor SAs added later; a
 //     lower route MTU is still honoured per packet (ICMP too-big).
 //   - Only the first link with a socket (the primary) lends frames to TUN
