@@ -133,7 +133,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) error {
 	defer srv.Close()
 
 	fc.Logger = log
-	drops := dropcap.New(dropcap.Config{})
+	// A dropped packet never outgrows its AF_XDP frame: keep it whole.
+	drops := dropcap.New(dropcap.Config{SnapLen: max(dropcap.DefaultSnapLen, fc.FrameSize)})
 	fc.DropCapture = drops
 	// Signals are caught before Start, so a SIGTERM during start-up still
 	// stops cleanly.
