@@ -461,6 +461,17 @@ func Start(cfg Config) (_ *Engine, err error) {
 	}); err != nil {
 		e.log.Warn("cannot follow the links' state: routes lost to `ip link set down` come back only with a restart, and a deleted link goes unnoticed", "tun", e.dev.Name(), "err", err)
 	} else {
+		// A MAC changed between Attach and the subscription would be
+		// missed: read each link once now that later changes are followed.
+		for _, el := range e.links {
+			l, err := netlink.LinkByIndex(el.index)
+			if err == nil {
+				_, err = el.dp.UpdateLinkAddr(l)
+			}
+			if err != nil {
+				e.log.Warn("cannot read the link's MAC address: frames to it may pass to the kernel as pass-otherhost", "link", el.name, "err", err)
+			}
+		}
 		e.wg.Add(1)
 		go e.watchLinks(tunEvents)
 	}
