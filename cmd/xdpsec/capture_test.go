@@ -45,10 +45,18 @@ func TestCaptureWritesWhatTheDaemonRecords(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "d.pcap")
 
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	stop, start := make(chan struct{}), make(chan struct{})
 	wg.Add(1)
 	go func() { // the workers: a replay and a bad-icv frame every 5 ms
 		defer wg.Done()
+		// Only once the second capture was answered: had the first one
+		// already collected its 5 frames, the second would be accepted
+		// (rightly) and the check below would mean nothing.
+		select {
+		case <-stop:
+			return
+		case <-start:
+		}
 		for i := 0; i < 2000; i++ {
 			select {
 			case <-stop:
@@ -73,7 +81,10 @@ func TestCaptureWritesWhatTheDaemonRecords(t *testing.T) {
 	for dc.Enabled() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	c2, _, e2 := runCLI(t, "capture", "--reason", "all", "-w", filepath.Join(t.TempDir(), "x.pcap"), "--socket", sock)
+	// --duration: a wrongly accepted second capture ends instead of
+	// hanging the test.
+	c2, _, e2 := runCLI(t, "capture", "--reason", "all", "-w", filepath.Join(t.TempDir(), "x.pcap"), "--duration", "2s", "--socket", sock)
+	close(start)
 	if c2 != 1 || strings.Count(e2, "\n") != 1 || !strings.Contains(e2, "one capture at a time") {
 		t.Errorf("second capture: exit %d, %q", c2, e2)
 	}
