@@ -103,7 +103,9 @@ func udpFlows(t *testing.T, p *testutil.VethPair, dst netip.AddrPort, flows, per
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	rc.SetReadBuffer(8 << 20)
+	if err := testutil.ForceReadBuffer(rc, 8<<20); err != nil {
+		t.Fatal(err)
+	}
 	senders := make([]*net.UDPConn, flows)
 	if err := p.A.Do(func() error {
 		for i := range senders {
@@ -404,7 +406,9 @@ func TestMultiQueuePerQueueSAs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sink.Close()
-		sink.SetReadBuffer(4 << 20)
+		if err := testutil.ForceReadBuffer(sink, 4<<20); err != nil {
+			t.Fatal(err)
+		}
 
 		// Different counts per SA, so each queue's count names its SA.
 		flows := []struct {

@@ -173,7 +173,9 @@ func udpBurst(t *testing.T, p *testutil.VethPair, addr string, n int) int {
 	defer rc.Close()
 	// Room for the whole burst: on two busy cores the reader may not run
 	// for a while, and the default buffer holds fewer than 100 datagrams.
-	rc.SetReadBuffer(4 << 20)
+	if err := testutil.ForceReadBuffer(rc, 4<<20); err != nil {
+		t.Fatal(err)
+	}
 	var sc net.Conn
 	if err := p.A.Do(func() (err error) { sc, err = net.Dial("udp", addr); return }); err != nil {
 		t.Fatal(err)
