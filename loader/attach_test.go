@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -149,13 +150,15 @@ func waitCounters(t *testing.T, m *Maps, want map[Reason]uint64) Counters {
 }
 
 // listenIn opens a packet socket in ns and counts what arrives, to prove
-// that passed packets reach the kernel's stack.
+// that passed packets reach the kernel's stack. It reads until want
+// packets came (then 200 ms more, to see any extra) or 10 s passed, so a
+// loaded machine's pauses between the sends cannot end the count early.
 type receiver struct {
 	c net.PacketConn
 	n chan int
 }
 
-func listenIn(t *testing.T, ns *testutil.NS, network, addr string) *receiver {
+func listenIn(t *testing.T, ns *testutil.NS, network, addr string, want int) *receiver {
 	t.Helper()
 	r := &receiver{n: make(chan int, 1)}
 	err := ns.Do(func() (err error) {
@@ -169,8 +172,13 @@ func listenIn(t *testing.T, ns *testutil.NS, network, addr string) *receiver {
 	go func() {
 		buf := make([]byte, 2048)
 		n := 0
+		deadline := time.Now().Add(10 * time.Second)
 		for {
-			r.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if n >= want {
+				deadline = time.Now().Add(200 * time.Millisecond)
+				want = math.MaxInt
+			}
+			r.c.SetReadDeadline(deadline)
 			if _, _, err := r.c.ReadFrom(buf); err != nil {
 				break
 			}
@@ -222,9 +230,9 @@ func TestAttachTrafficCounters(t *testing.T) {
 				t.Fatalf("status %+v", st)
 			}
 
-			espIn := listenIn(t, p.A, "ip4:50", "0.0.0.0")
-			udpIn := listenIn(t, p.A, "udp4", ":4500")
-			ikeIn := listenIn(t, p.A, "udp4", ":500")
+			espIn := listenIn(t, p.A, "ip4:50", "0.0.0.0", 30)
+			udpIn := listenIn(t, p.A, "udp4", ":4500", 15+4+3)
+			ikeIn := listenIn(t, p.A, "udp4", ":500", 2)
 
 			sendIP(t, p.B, 50, p.IPv4A, repeat(20, esp(0x1001, 48))...) // steer-fallback
 			sendIP(t, p.B, 50, p.IPv4A, repeat(10, esp(0xbad, 48))...)  // no-state

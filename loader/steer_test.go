@@ -41,9 +41,9 @@ func TestSteerToXSK(t *testing.T) {
 	if err := d.SetXSK(0, sock.FD()); err != nil {
 		t.Fatal(err)
 	}
-	espIn := listenIn(t, p.A, "ip4:50", "0.0.0.0")
-
 	const steered, other = 25, 5
+	espIn := listenIn(t, p.A, "ip4:50", "0.0.0.0", other)
+
 	sendIP(t, p.B, 50, p.IPv4A, repeat(steered, esp(0x5005, 100))...)
 	sendIP(t, p.B, 50, p.IPv4A, repeat(other, esp(0x6006, 100))...) // no-state: kernel
 
@@ -80,7 +80,7 @@ func TestSteerToXSK(t *testing.T) {
 	if err := d.ClearXSK(0); err != nil {
 		t.Fatal(err)
 	}
-	espIn = listenIn(t, p.A, "ip4:50", "0.0.0.0")
+	espIn = listenIn(t, p.A, "ip4:50", "0.0.0.0", 3)
 	sendIP(t, p.B, 50, p.IPv4A, repeat(3, esp(0x5005, 100))...)
 	c = waitCounters(t, d.Maps, map[Reason]uint64{ReasonSteerFallback: 3})
 	if c[ReasonSteerFallback] != 3 || c[ReasonSteered] != steered {
