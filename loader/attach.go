@@ -428,6 +428,21 @@ func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath
 	return d, nil
 }
 
+// sameMap says whether a and b are the same kernel map.
+func sameMap(a, b *ebpf.Map) bool {
+	ai, err := a.Info()
+	if err != nil {
+		return false
+	}
+	bi, err := b.Info()
+	if err != nil {
+		return false
+	}
+	aid, aok := ai.ID()
+	bid, bok := bi.ID()
+	return aok && bok && aid == bid
+}
+
 // replaceStaleProgram makes the attached program this build's: a program
 // pinned by an earlier xdpsec build (an upgrade restarting over its pins)
 // would otherwise keep running, whatever this build fixed. It loads the
@@ -435,8 +450,9 @@ func attachNew(l netlink.Link, dir string, mode Mode, opts Options) (d *Datapath
 // hash of the instructions, taken before verification, so the same object
 // always has the same tag); if they differ it swaps the program atomically
 // (BPF_LINK_UPDATE, or a netlink replace) and keeps the maps and their
-// SAs, XSK slots, config and counters. Pinned maps of another layout make
-// it fail with ErrMapIncompatible's advice to detach.
+// SAs, XSK slots, config and counters (the counters restart from 0 when
+// the earlier build counted fewer reasons). Other pinned maps of another
+// layout make it fail with ErrMapIncompatible's advice to detach.
 func (d *Datapath) replaceStaleProgram(l netlink.Link, mode Mode, log *slog.Logger) error {
 	coll, err := loadCollection(loadParams{pinDir: d.dir, maxSAs: d.sas.MaxEntries(), queues: d.xsks.MaxEntries()})
 	if err != nil {
@@ -452,7 +468,7 @@ func (d *Datapath) replaceStaleProgram(l netlink.Link, mode Mode, log *slog.Logg
 	if err != nil {
 		return fmt.Errorf("inspect loaded program: %w", err)
 	}
-	if oldInfo.Tag == newInfo.Tag {
+	if oldInfo.Tag == newInfo.Tag && sameMap(d.counters, coll.Maps[bpf.MapCounters]) {
 		return nil
 	}
 	prog := coll.DetachProgram(bpf.ProgClassify)
@@ -489,6 +505,13 @@ func (d *Datapath) replaceStaleProgram(l netlink.Link, mode Mode, log *slog.Logg
 	}
 	if d.linkAddr == nil { // pins of a build without it: loading pinned a fresh one
 		d.linkAddr = coll.DetachMap(bpf.MapLinkAddr)
+	}
+	if !sameMap(d.counters, coll.Maps[bpf.MapCounters]) {
+		// The earlier build counted fewer reasons: loading pinned a fresh
+		// counter map (unpinOutgrownCounters), which the new program uses.
+		d.counters.Close()
+		d.counters = coll.DetachMap(bpf.MapCounters)
+		log.Info("reason counters restarted from 0: the attached build counted fewer reasons", "link", d.ifname, "reasons", NumReasons)
 	}
 	log.Info("replaced the attached xdpsec program with this build's; maps kept",
 		"link", d.ifname, "old_id", uint32(oldID), "old_tag", oldInfo.Tag, "new_id", uint32(newID), "new_tag", newInfo.Tag)

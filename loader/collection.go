@@ -3,7 +3,9 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -58,12 +60,37 @@ func loadCollection(p loadParams) (*ebpf.Collection, error) {
 			spec.Maps[name].Pinning = ebpf.PinByName
 		}
 		opts.Maps.PinPath = p.pinDir
+		if err := unpinOutgrownCounters(spec.Maps[bpf.MapCounters], p.pinDir); err != nil {
+			return nil, err
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("load xdpsec program: %w", classifyLoadErr(err))
 	}
 	return coll, nil
+}
+
+// unpinOutgrownCounters removes a pinned reason-counter map that this
+// build cannot use (an earlier build counted fewer reasons), so that
+// loading pins a fresh one instead of failing with ErrMapIncompatible: an
+// upgrade restarting over its pins keeps its SAs, XSK slots and config and
+// only restarts the reason counters from 0 (a counter reset, which
+// Prometheus handles). Every other map of another layout still fails.
+func unpinOutgrownCounters(spec *ebpf.MapSpec, dir string) error {
+	pin := filepath.Join(dir, bpf.MapCounters)
+	m, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		return nil // none pinned, or unreadable: loading will say
+	}
+	defer m.Close()
+	if spec.Compatible(m) == nil {
+		return nil
+	}
+	if err := os.Remove(pin); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace pinned reason counters of an earlier build (%d reasons, this build has %d): %w", m.MaxEntries(), spec.MaxEntries, err)
+	}
+	return nil
 }
 
 // helperProbe says whether XDP programs may call a helper on this kernel
