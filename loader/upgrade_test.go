@@ -59,6 +59,10 @@ func TestAttachOverAnEarlierBuildsCounters(t *testing.T) {
 			return err
 		}
 		defer small.Close()
+		// That build had no link-address map either.
+		if err := os.Remove(filepath.Join(dir, bpf.MapLinkAddr)); err != nil {
+			return err
+		}
 		pin := filepath.Join(dir, bpf.MapCounters)
 		if err := os.Remove(pin); err != nil {
 			return err
@@ -75,7 +79,11 @@ func TestAttachOverAnEarlierBuildsCounters(t *testing.T) {
 			t.Errorf("Attach over an earlier build's smaller counter map: %v", err)
 			return nil
 		}
-		return d.Close()
+		defer d.Close()
+		if a, err := d.LinkAddr(); err != nil || len(a) != 6 {
+			t.Errorf("link address after the upgrade: %v %v, want the link's MAC", a, err)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
