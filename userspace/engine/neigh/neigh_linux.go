@@ -21,23 +21,40 @@
 // The resolver asks the kernel for the route (RTM_GETROUTE, as `ip route
 // get`; again with the egress link fixed, as `ip route get ADDR oif LINK`,
 // when the answer names a link outside Config.Links), then for the next
-// hop's neighbour entry. When there is no usable
-// entry it sends RTM_NEWNEIGH with the NTF_USE flag for the next hop (what
-// `ip neigh replace ADDR dev LINK use` does): the kernel creates the entry
-// if needed and runs its own ARP / neighbour discovery state machine, with
-// its own timers, retries and sysctls, exactly as if it were about to send
-// a packet there. No packet is sent by us and nothing leaves the
-// namespace's own links. The answer arrives as an RTM_NEWNEIGH
-// notification, which resolves the entry; NUD_FAILED makes it
-// Unreachable for Config.FailedHold, after which the next lookup retries.
+// hop's neighbour entry (one RTM_GETNEIGH, as `ip neigh get`). When there
+// is no entry it sends RTM_NEWNEIGH with the NTF_USE flag and
+// NLM_F_CREATE|NLM_F_EXCL for the next hop (what `ip neigh add ADDR dev
+// LINK use` does): the kernel creates the entry and runs its own ARP /
+// neighbour discovery state machine, with its own timers, retries and
+// sysctls, exactly as if it were about to send a packet there. No packet
+// is sent by us and nothing leaves the namespace's own links. The answer
+// arrives as an RTM_NEWNEIGH notification, which resolves the entry;
+// NUD_FAILED makes it Unreachable for Config.FailedHold, after which the
+// next lookup retries. A dynamic entry the kernel gave up on (FAILED,
+// NONE) gets NTF_USE without NLM_F_CREATE; one it is resolving already
+// (INCOMPLETE) gets nothing.
+//
+// # Never rewriting someone else's entry
+//
+// NTF_USE on an existing entry makes the kernel clear NUD_PERMANENT and
+// resolve the address afresh, whatever the nlmsg flags (NLM_F_REPLACE only
+// matters for an update that carries an address). So the resolver never
+// sends NTF_USE to an entry it has not just read as dynamic. A miss uses
+// NLM_F_EXCL: if an operator's `ip neigh replace ... lladdr X` (PERMANENT)
+// lands between our read and our request, the kernel answers EEXIST and
+// changes nothing, and the resolver reads the entry again and uses it. The
+// refresh reads each entry again right before its request and leaves
+// static ones alone; what remains is the time between that read's answer
+// and the request (two back-to-back syscalls on one thread): the netlink
+// API has no "NTF_USE unless PERMANENT". Counted in Stats.TriggersYielded.
 //
 // # Keeping the kernel's view honest
 //
 // Our packets bypass the kernel, so it never sees traffic to a neighbour
 // and never re-confirms it. Every Config.RefreshInterval the resolver sends
 // NTF_USE again for each next hop a worker used since the last round
-// (except static entries, PERMANENT or NOARP: NTF_USE would make the kernel
-// throw a PERMANENT entry's address away and resolve it afresh), so a
+// (except static entries, PERMANENT or NOARP, as the kernel reports them
+// right before the request: see above), so a
 // STALE entry goes through DELAY/PROBE like one the kernel itself uses: a
 // peer that changed its MAC or vanished is noticed, and the notification
 // updates or invalidates the cached header. Neighbour, route and link
@@ -48,8 +65,8 @@ package neigh
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -135,6 +152,20 @@ type Config struct {
 	// and falls back to the next most specific route (the link's connected
 	// prefix, or a gateway). The first unicast answer wins.
 	Links []int
+
+	hooks *testHooks // nil outside tests
+}
+
+// testHooks let a test act inside the resolver's windows, on the
+// resolver's goroutine.
+type testHooks struct {
+	// beforeUse runs after the kernel's entry for next was read (or found
+	// missing) and before NTF_USE is sent for it.
+	beforeUse func(next netip.Addr)
+	// beforeRefreshRead runs when the refresh has chosen next (from the
+	// table, which may lag the kernel) and before it reads the kernel's
+	// entry.
+	beforeRefreshRead func(next netip.Addr)
 }
 
 func (c *Config) defaults() {
@@ -167,6 +198,10 @@ type Stats struct {
 	RequestsDropped uint64 // misses not queued because the queue was full
 	TableFull       uint64 // destinations refused because of MaxEntries
 	Resubscribes    uint64 // notification sockets reopened after an error (overflow)
+	// NTF_USE requests not sent, or refused by the kernel (EEXIST), because
+	// the kernel's entry turned out to be someone else's: created between
+	// our read and our request, or static.
+	TriggersYielded uint64
 }
 
 // entry is immutable once published, except used.
@@ -196,6 +231,7 @@ type Resolver struct {
 	req   chan netip.Addr
 
 	nl     *netlink.Handle
+	nsock  *neighSocket
 	nsh    netns.NsHandle
 	done   chan struct{}
 	wg     sync.WaitGroup
@@ -205,6 +241,7 @@ type Resolver struct {
 	tableFull       atomic.Uint64
 	resolutions     atomic.Uint64
 	triggers        atomic.Uint64
+	triggersYielded atomic.Uint64
 	updates         atomic.Uint64
 	resubscribes    atomic.Uint64
 }
@@ -230,11 +267,18 @@ func New(cfg Config) (*Resolver, error) {
 		nsh.Close()
 		return nil, fmt.Errorf("neigh: open netlink: %w", err)
 	}
-	r := &Resolver{cfg: cfg, req: make(chan netip.Addr, cfg.Requests), nl: h, nsh: nsh, done: make(chan struct{})}
+	nsock, err := openNeighSocket(nsh)
+	if err != nil {
+		h.Close()
+		nsh.Close()
+		return nil, err
+	}
+	r := &Resolver{cfg: cfg, req: make(chan netip.Addr, cfg.Requests), nl: h, nsock: nsock, nsh: nsh, done: make(chan struct{})}
 	t := table{}
 	r.table.Store(&t)
 	subs, err := r.subscribe()
 	if err != nil {
+		nsock.close()
 		h.Close()
 		nsh.Close()
 		return nil, err
@@ -268,6 +312,7 @@ func (r *Resolver) Stats() Stats {
 		Entries:         len(*r.table.Load()),
 		Resolutions:     r.resolutions.Load(),
 		Triggers:        r.triggers.Load(),
+		TriggersYielded: r.triggersYielded.Load(),
 		Updates:         r.updates.Load(),
 		RequestsDropped: r.requestsDropped.Load(),
 		TableFull:       r.tableFull.Load(),
@@ -282,6 +327,7 @@ func (r *Resolver) Close() error {
 	r.closed.Do(func() {
 		close(r.done)
 		r.wg.Wait()
+		r.nsock.close()
 		r.nl.Close()
 		r.nsh.Close()
 	})
@@ -514,27 +560,59 @@ func (w *writer) resolve(dst netip.Addr, prev *entry) *entry {
 	} else {
 		binary.BigEndian.PutUint16(e.hop.Header[12:], unix.ETH_P_IPV6)
 	}
-	family := netlink.FAMILY_V4
-	if next.Is6() {
-		family = netlink.FAMILY_V6
-	}
-	neighs, err := w.r.nl.NeighList(rt.LinkIndex, family)
-	if err == nil {
-		for _, n := range neighs {
-			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == next {
-				if usable(n.State) && len(n.HardwareAddr) == 6 {
-					copy(e.hop.Header[0:6], n.HardwareAddr)
-					e.state = Resolved
-					e.static = static(n.State)
-					return e
-				}
-				break
+	w.nextHopMAC(e, rt.LinkIndex, next)
+	return e
+}
+
+// nextHopMAC sets e's destination MAC and state from the kernel's entry
+// for next on link, and makes the kernel resolve next when it has no
+// usable entry, never touching an entry that is not dynamic (see "Never
+// rewriting someone else's entry" in the package doc).
+func (w *writer) nextHopMAC(e *entry, link int, next netip.Addr) {
+	// Each retry follows an entry that appeared or vanished between two
+	// requests; three in a row means someone keeps changing it: Pending
+	// then leaves the verdict to its notifications or PendingTimeout.
+	e.state = Pending
+	for range 3 {
+		n, err := w.r.nsock.get(link, next)
+		switch {
+		case err == nil && usable(n.State) && len(n.HardwareAddr) == 6:
+			copy(e.hop.Header[0:6], n.HardwareAddr)
+			e.state = Resolved
+			e.static = static(n.State)
+			return
+		case err == nil && static(n.State):
+			// Someone's static entry without an Ethernet address: not
+			// ours to change, and nothing we can send to.
+			e.state = Unreachable
+			return
+		case err == nil && n.State&netlink.NUD_INCOMPLETE != 0:
+			return // the kernel is resolving it already: its notification answers
+		case err == nil:
+			// A dynamic entry the kernel gave up on (FAILED) or never
+			// resolved (NONE): resolve it again. No NLM_F_CREATE: if it
+			// was deleted meanwhile, ENOENT sends us round to create it.
+			err = w.use(link, next, 0)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+		case errors.Is(err, unix.ENOENT):
+			// No entry: create one and resolve it, unless one appeared
+			// since the read (EEXIST): then it is someone else's, which we
+			// read again and take as it is.
+			err = w.use(link, next, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+			if errors.Is(err, unix.EEXIST) {
+				w.r.triggersYielded.Add(1)
+				continue
 			}
 		}
+		if err != nil {
+			// Link gone, family disabled on it...: held for FailedHold,
+			// then retried.
+			e.state = Unreachable
+		}
+		return
 	}
-	e.state = Pending
-	w.trigger(rt.LinkIndex, next)
-	return e
 }
 
 // route asks the kernel for dst's route, constrained to Config.Links when
@@ -575,19 +653,37 @@ func static(state int) bool {
 	return state&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
 }
 
-// trigger makes the kernel resolve (or re-confirm) next on link, as if it
-// were about to send a packet there: RTM_NEWNEIGH with NTF_USE.
-func (w *writer) trigger(link int, next netip.Addr) {
-	w.r.triggers.Add(1)
-	family := netlink.FAMILY_V4
-	if next.Is6() {
-		family = netlink.FAMILY_V6
+// use makes the kernel resolve (or re-confirm) next on link, as if it
+// were about to send a packet there: RTM_NEWNEIGH with NTF_USE and flags
+// (see neighSocket.use).
+func (w *writer) use(link int, next netip.Addr, flags int) error {
+	if h := w.r.cfg.hooks; h != nil && h.beforeUse != nil {
+		h.beforeUse(next)
 	}
-	// Errors (link gone, address family disabled) surface as a
-	// notification or the pending timeout; nothing to do here.
-	_ = w.r.nl.NeighSet(&netlink.Neigh{
-		LinkIndex: link, Family: family, IP: net.IP(next.AsSlice()), Flags: netlink.NTF_USE,
-	})
+	w.r.triggers.Add(1)
+	return w.r.nsock.use(link, next, flags)
+}
+
+// refresh re-confirms next on link with the kernel, as a packet sent there
+// would, if the kernel's entry is dynamic. The table's view may lag the
+// kernel's (the notification of an operator's change may still be queued),
+// so the entry is read again right before the request; the window left is
+// that read's answer to the request (see the package doc).
+func (w *writer) refresh(link int, next netip.Addr) {
+	if h := w.r.cfg.hooks; h != nil && h.beforeRefreshRead != nil {
+		h.beforeRefreshRead(next)
+	}
+	n, err := w.r.nsock.get(link, next)
+	if err != nil {
+		return // gone (its RTM_DELNEIGH drops our entry) or link gone
+	}
+	if static(n.State) {
+		w.r.triggersYielded.Add(1) // its notification updates our entry
+		return
+	}
+	// No NLM_F_CREATE: an entry deleted since the read stays deleted.
+	// Errors need no handling: a change shows up as a notification.
+	_ = w.use(link, next, 0)
 }
 
 // neighbour applies a neighbour notification to every destination whose
@@ -653,7 +749,7 @@ func (w *writer) housekeep(now time.Time, refresh bool) {
 				e.lastUsed = now
 				if e.state == Resolved && !e.static && !confirmed[e.hop.NextHop] {
 					confirmed[e.hop.NextHop] = true
-					w.trigger(e.hop.LinkIndex, e.hop.NextHop)
+					w.refresh(e.hop.LinkIndex, e.hop.NextHop)
 				}
 			} else if now.Sub(e.lastUsed) > w.r.cfg.IdleTimeout {
 				w.set(dst, nil)

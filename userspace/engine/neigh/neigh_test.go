@@ -115,8 +115,11 @@ func TestGatewayRoute(t *testing.T) {
 // TestPeerMACChange: when B changes its MAC and announces it (gratuitous
 // ARP, unsolicited NA: arp_notify/ndisc_notify), the kernel in A updates
 // its neighbour entry and the cached header follows, with no lookup miss.
+// No refresh round runs (RefreshInterval is an hour): the refresh's
+// NTF_USE is not what this test is about, and its window (see
+// TestRefreshYieldsToStaticEntry) is not ours to race here.
 func TestPeerMACChange(t *testing.T) {
-	p, r := newResolver(t, Config{})
+	p, r := newResolver(t, Config{RefreshInterval: time.Hour})
 	p.B.MustRun(t, "sysctl", "-qw", "net.ipv4.conf."+p.IfB+".arp_notify=1", "net.ipv6.conf."+p.IfB+".ndisc_notify=1")
 	for _, dst := range []netip.Addr{p.IPv4B, p.IPv6B} {
 		r.Lookup(dst)
@@ -168,9 +171,16 @@ func TestHitAllocatesNothing(t *testing.T) {
 }
 
 // TestConcurrentLookups: workers look up while the table changes under
-// them (run with -race); every answer is a consistent state.
+// them (run with -race); every answer is a consistent state. The first
+// resolution completes before the first change by hand, and no refresh
+// round runs, so each change is the operator's alone.
 func TestConcurrentLookups(t *testing.T) {
-	p, r := newResolver(t, Config{})
+	p, r := newResolver(t, Config{RefreshInterval: time.Hour})
+	for _, dst := range []netip.Addr{p.IPv4B, p.IPv6B} {
+		r.Lookup(dst)
+		hop := waitState(t, r, dst, Resolved, nil)
+		checkHeader(t, hop, p.MACB, p.MACA, hop.etherType())
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
