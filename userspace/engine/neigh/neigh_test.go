@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,6 +158,53 @@ func TestUnresolvable(t *testing.T) {
 	for _, dst := range []netip.Addr{netip.MustParseAddr("198.51.100.77"), netip.MustParseAddr("198.51.100.1")} {
 		r.Lookup(dst)
 		waitState(t, r, dst, Unreachable, nil)
+	}
+}
+
+// TestFailedEntryRetried: after the kernel gave up on a neighbour
+// (FAILED), the retry after FailedHold makes it resolve the same entry
+// again (NTF_USE without NLM_F_CREATE), so a peer that came up since is
+// found. On the retry a hook deletes the kernel's entry right before that
+// request (as `ip neigh flush` might): the kernel answers ENOENT and the
+// resolver creates the entry instead. The entries end dynamic with B's MAC.
+func TestFailedEntryRetried(t *testing.T) {
+	var p *testutil.VethPair // set before the first Lookup, which the hook follows
+	var armed atomic.Bool
+	var hooked sync.Map
+	hooks := &testHooks{beforeUse: func(next netip.Addr) {
+		if !armed.Load() {
+			return
+		}
+		if _, done := hooked.LoadOrStore(next, true); !done {
+			// An error is no failure: the kernel may have collected the
+			// FAILED entry already, and then there is nothing to delete.
+			p.A.Run("ip", "neigh", "del", next.String(), "dev", p.IfA)
+		}
+	}}
+	p, r := newResolver(t, Config{FailedHold: 100 * time.Millisecond, RefreshInterval: time.Hour, hooks: hooks})
+	dsts := []netip.Addr{netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("2001:db8::99")}
+	for _, dst := range dsts {
+		r.Lookup(dst)
+		waitState(t, r, dst, Unreachable, nil)
+	}
+	armed.Store(true)
+	p.B.MustRun(t, "ip", "addr", "add", dsts[0].String()+"/24", "dev", p.IfB)
+	p.B.MustRun(t, "ip", "addr", "add", dsts[1].String()+"/64", "dev", p.IfB, "nodad")
+	for _, dst := range dsts {
+		hop := waitState(t, r, dst, Resolved, nil)
+		checkHeader(t, hop, p.MACB, p.MACA, hop.etherType())
+		if _, done := hooked.Load(dst); !done {
+			t.Errorf("%s resolved without a retry request", dst)
+		}
+	}
+	out := p.A.MustRun(t, "ip", "neigh", "show", "dev", p.IfA)
+	for _, dst := range dsts {
+		if !strings.Contains(out, dst.String()+" lladdr "+p.MACB.String()) || strings.Contains(out, dst.String()+" lladdr "+p.MACB.String()+" PERMANENT") {
+			t.Errorf("kernel entry for %s is not a dynamic one with B's MAC:\n%s", dst, out)
+		}
+	}
+	if s := r.Stats(); s.TriggersYielded != 0 {
+		t.Errorf("stats %+v: nothing was someone else's, want TriggersYielded 0", s)
 	}
 }
 
