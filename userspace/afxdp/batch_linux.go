@@ -92,6 +92,7 @@ func (s *Socket) Transmit(batch []Desc) (int, error) {
 	}
 	if n > 0 {
 		s.tx.prodSubmit(n)
+		s.inFlight += int(n)
 		s.ctr.txPackets.Add(uint64(n))
 		s.ctr.txBatches.Add(1)
 	}
@@ -117,6 +118,7 @@ func (s *Socket) Complete() int {
 	}
 	if n > 0 {
 		s.comp.consRelease(n)
+		s.inFlight -= int(n)
 		s.ctr.completed.Add(uint64(n))
 	}
 	if s.tx.pending() != 0 && s.tx.needWakeup() {
@@ -202,16 +204,48 @@ func (s *Socket) Wait(timeout time.Duration) error {
 }
 
 // kickTx asks the kernel to process the tx ring. EAGAIN, EBUSY, ENOBUFS
-// and ENETDOWN mean "busy, try again later", as in libbpf; anything else
-// is counted.
+// and ENETDOWN mean "busy, try again later", as in libbpf: counted as
+// TxKickBusy, since descriptors may be left on the ring (copy mode stops
+// at the first it cannot send: completion ring full, driver queue
+// stopped, budget spent). Anything else is counted as a KickError.
 func (s *Socket) kickTx() {
 	s.ctr.txKicks.Add(1)
 	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
-	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+	case 0:
+	case unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+		s.ctr.txKickBusy.Add(1)
 	default:
 		s.ctr.kickErrors.Add(1)
 	}
+}
+
+// TxBacklog returns how many descriptors wait on the tx ring for the
+// kernel to take them: posted by Transmit, not yet consumed. In copy mode
+// the kernel consumes the ring only inside a kick (sendto or poll), so a
+// non-zero backlog after a kick means the kick was refused or partial and
+// those packets leave only with another kick; nothing else wakes the
+// application when the kernel could take them.
+func (s *Socket) TxBacklog() int { return int(s.tx.pending()) }
+
+// InFlight returns how many frames Transmit posted that Complete has not
+// reaped yet: on the tx ring, being sent, or on the completion ring.
+func (s *Socket) InFlight() int { return s.inFlight }
+
+// FlushTx kicks the kernel (sendto) if descriptors still wait on the tx
+// ring, and returns how many still wait afterwards. Call it before
+// sleeping: a kick that was refused as busy or sent only part of the ring
+// leaves packets that no wakeup will send. In zero-copy mode it kicks only
+// when the driver asked for it (need_wakeup); copy mode sends only from a
+// kick, so there it always kicks.
+func (s *Socket) FlushTx() int {
+	if s.tx.pending() == 0 {
+		return 0
+	}
+	if s.mode == BindCopy || s.tx.needWakeup() {
+		s.kickTx()
+	}
+	return int(s.tx.pending())
 }
 
 // kickRx asks the kernel to process the fill ring.

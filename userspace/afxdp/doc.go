@@ -85,6 +85,14 @@
 // (Release them or retry after Complete). Wait blocks in poll
 // when there is nothing to do.
 //
+// A busy kick can leave descriptors on the tx ring (Stats.TxKickBusy):
+// copy mode stops at the first packet it cannot send (completion ring
+// full, driver queue stopped, budget spent) and nothing wakes the
+// application when the kernel could take the rest; poll(POLLIN) retries
+// once at entry and then sleeps. An application about to sleep must
+// therefore call FlushTx and, while TxBacklog (or InFlight, frames not yet
+// reaped) is not zero, sleep only briefly and kick again.
+//
 // # Frame size and multi-buffer
 //
 // Sockets are bound without XDP_USE_SG: one packet is one frame, and

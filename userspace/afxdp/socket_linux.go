@@ -31,6 +31,10 @@ type Socket struct {
 	zcErr    error // why zero-copy was not used (BindAuto fell back), else nil
 	txBudget int   // XDP_MAX_TX_SKB_BUDGET in copy mode, 0 if not set
 
+	// inFlight is the number of frames posted on the tx ring and not yet
+	// reaped from the completion ring.
+	inFlight int
+
 	pollfd [1]unix.PollFd
 	ctr    counters
 	closed bool
@@ -46,6 +50,7 @@ type counters struct {
 	released, allocated    atomic.Uint64
 	rxKicks, txKicks       atomic.Uint64
 	kickErrors, pollWakeup atomic.Uint64
+	txKickBusy             atomic.Uint64
 }
 
 // Info describes how a socket was set up; it does not change after Open.
@@ -93,7 +98,11 @@ type Stats struct {
 	Allocated            uint64 // frames handed out by Alloc
 	RxKicks, TxKicks     uint64 // need_wakeup syscalls: recvfrom for fill/rx, sendto for tx
 	KickErrors           uint64 // kicks that failed with an unexpected errno
-	PollWakeups          uint64 // Wait calls that returned with the socket readable
+	// TxKickBusy counts tx kicks the kernel refused as busy (EAGAIN,
+	// EBUSY, ENOBUFS, ENETDOWN): each may have left packets on the tx
+	// ring for a later kick (see FlushTx).
+	TxKickBusy  uint64
+	PollWakeups uint64 // Wait calls that returned with the socket readable
 
 	// Ring occupancy now: descriptors posted and not yet consumed.
 	FillPending, CompletionPending, RxPending, TxPending uint32
@@ -359,6 +368,7 @@ func (s *Socket) localStats() Stats {
 		RxKicks:     c.rxKicks.Load(),
 		TxKicks:     c.txKicks.Load(),
 		KickErrors:  c.kickErrors.Load(),
+		TxKickBusy:  c.txKickBusy.Load(),
 		PollWakeups: c.pollWakeup.Load(),
 
 		FillPending:       s.fill.pending(),

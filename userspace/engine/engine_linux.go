@@ -1365,6 +1365,7 @@ type SocketStats struct {
 	RxDropped  uint64 `json:"rx_dropped"`
 	RxRingFull uint64 `json:"rx_ring_full"`
 	FillEmpty  uint64 `json:"fill_ring_empty"`
+	TxKickBusy uint64 `json:"tx_kick_busy"` // tx kicks refused as busy: the worker retries them (afxdp.Stats.TxKickBusy)
 }
 
 // Stats sums the workers' counters and reads the links, sockets and SAs.
@@ -1447,7 +1448,7 @@ func (e *Engine) Stats() (Stats, error) {
 				continue
 			}
 			st.Sockets = append(st.Sockets, SocketStats{Link: e.links[li].name, Queue: w.q, FrameSize: s.Info().FrameSize, RxPackets: x.RxPackets,
-				TxPackets: x.TxPackets, RxDropped: x.RxDropped, RxRingFull: x.RxRingFull, FillEmpty: x.RxFillRingEmptyDescs})
+				TxPackets: x.TxPackets, RxDropped: x.RxDropped, RxRingFull: x.RxRingFull, FillEmpty: x.RxFillRingEmptyDescs, TxKickBusy: x.TxKickBusy})
 		}
 	}
 	return st, nil

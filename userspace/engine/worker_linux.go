@@ -59,6 +59,9 @@ type worker struct {
 	// tid is the worker's OS thread id once run has locked it (0 before):
 	// the benchmarks read the thread's CPU time from it.
 	tid atomic.Int32
+	// sleeps counts the worker's polls by wait (sleepIdle, sleepRetry),
+	// for tests and benchmarks; atomic so they may read it while it runs.
+	sleeps [2]atomic.Uint64
 
 	rx      []afxdp.Desc
 	inPkts  [][]byte
@@ -91,6 +94,12 @@ type worker struct {
 	group   inGroup    // see inbound
 	okN     uint64     // the rx batch's VerdictOK packets so far
 }
+
+// The kinds of sleep, indexes of worker.sleeps.
+const (
+	sleepIdle  = iota // idleWait: nothing in flight
+	sleepRetry        // the retry wait: tx backlog or frames in flight
+)
 
 func newWorker(e *Engine, q int) *worker {
 	return &worker{e: e, q: q, socks: make([]*afxdp.Socket, len(e.links)), ctr: new(workerCounters)}
@@ -147,7 +156,7 @@ func (w *worker) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	w.tid.Store(int32(unix.Gettid()))
-	idle := 0
+	idle, retry := 0, 0
 	for !w.e.stopping.Load() {
 		work := false
 		for li, s := range w.socks {
@@ -162,32 +171,68 @@ func (w *worker) run() {
 		if w.primary >= 0 && w.outbound() {
 			work = true
 		}
-		pending := false
 		for _, s := range w.socks {
 			if s != nil {
 				s.Complete()
 				s.Refill()
-				pending = pending || s.Free() < s.Info().FrameCount/4
 			}
 		}
 		if work {
-			idle = 0
+			idle, retry = 0, 0
 			continue
 		}
 		if idle++; idle < spinRounds {
 			continue
 		}
 		idle = 0
-		timeout := 1000
-		if pending {
-			timeout = 1 // frames still in flight on tx: come back for them
-		}
+		timeout := w.sleepWait(&retry)
 		for i := range w.pfd {
 			w.pfd[i].Revents = 0
 		}
 		unix.Poll(w.pfd, timeout)
 	}
 	w.flushSpare()
+}
+
+// The worker's sleeps in poll, in milliseconds.
+const (
+	// idleWait is the sleep with nothing in flight: everything that
+	// brings work (a received frame, a TUN packet, Stop) wakes poll.
+	idleWait = 1000
+	// retryWait and maxRetryWait bound the sleep while packets wait on a
+	// tx ring or frames are in flight. Nothing wakes poll when the kernel
+	// could take the rest of a refused kick, or when completions arrive,
+	// so the worker comes back for them; the wait doubles from retryWait
+	// up to maxRetryWait while that lasts without other work, so a ring
+	// that stays stuck (the link lost its carrier, the peer holds every
+	// frame) costs 1000/maxRetryWait wakeups a second, not a spinning core.
+	retryWait    = 1
+	maxRetryWait = 16
+)
+
+// sleepWait returns how long the idle worker may sleep in poll: idleWait
+// when its sockets have nothing in flight, else the retry wait (*retry,
+// doubled for the next time). Before deciding it kicks every tx ring that
+// still holds descriptors (afxdp.Socket.FlushTx): a kick refused as busy
+// (copy mode: completion ring full, driver queue stopped) leaves the last
+// packets of a burst on the ring, and sleeping idleWait would hold them
+// that long. It counts the sleep in w.sleeps.
+func (w *worker) sleepWait(retry *int) int {
+	busy := false
+	for _, s := range w.socks {
+		if s != nil && (s.FlushTx() > 0 || s.InFlight() > 0) {
+			busy = true
+		}
+	}
+	if !busy {
+		*retry = 0
+		w.sleeps[sleepIdle].Add(1)
+		return idleWait
+	}
+	t := max(*retry, retryWait)
+	*retry = min(2*t, maxRetryWait)
+	w.sleeps[sleepRetry].Add(1)
+	return t
 }
 
 // flushSpare returns the worker's spare frames to their sockets before
