@@ -225,11 +225,12 @@ func (s *Socket) kickTx() {
 // the kernel consumes the ring only inside a kick (sendto or poll), so a
 // non-zero backlog after a kick means the kick was refused or partial and
 // those packets leave only with another kick; nothing else wakes the
-// application when the kernel could take them.
+// application when the kernel could take them. Safe from any goroutine.
 func (s *Socket) TxBacklog() int { return int(s.tx.pending()) }
 
 // InFlight returns how many frames Transmit posted that Complete has not
-// reaped yet: on the tx ring, being sent, or on the completion ring.
+// reaped yet: on the tx ring, being sent, or on the completion ring. Only
+// the socket's owner may call it.
 func (s *Socket) InFlight() int { return s.inFlight }
 
 // FlushTx kicks the kernel (sendto) if descriptors still wait on the tx
