@@ -234,6 +234,7 @@ var socketCounters = []socketCounter{
 	{sockDesc("rx_kicks", "need_wakeup recvfrom calls for the fill and rx rings."), func(s *afxdp.Stats) uint64 { return s.RxKicks }},
 	{sockDesc("tx_kicks", "need_wakeup sendto calls for the tx ring."), func(s *afxdp.Stats) uint64 { return s.TxKicks }},
 	{sockDesc("kick_errors", "Wakeup calls that failed with an unexpected errno."), func(s *afxdp.Stats) uint64 { return s.KickErrors }},
+	{sockDesc("tx_kick_busy", "Tx kicks the kernel refused as busy (EAGAIN, EBUSY, ENOBUFS, ENETDOWN); the worker retries them."), func(s *afxdp.Stats) uint64 { return s.TxKickBusy }},
 }
 
 // saErrorVerdicts are the per-SA reasons always exported (zero included),

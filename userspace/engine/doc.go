@@ -41,7 +41,10 @@
 // syscall: the syscalls are per batch (the AF_XDP kicks, the TUN read and
 // write loops, which the TUN API makes one read(2)/write(2) per packet, or
 // per super-packet with the offload, see engine/tun), and poll(2) only when
-// a worker found nothing to do for a bounded number of rounds.
+// a worker found nothing to do for a bounded number of rounds: for 1 s when
+// nothing is in flight, for 1–16 ms while packets wait on a tx ring (a kick
+// the kernel refused as busy) or sent frames are not yet reaped, since
+// nothing wakes poll for those.
 //
 // # The XDP SA map follows the SAD
 //
