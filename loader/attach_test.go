@@ -631,19 +631,12 @@ func TestAttachReplacesAnotherBuildsProgram(t *testing.T) {
 			key := SAKey{SPI: 0x7117, Dst: p.IPv4A, Proto: ProtoESP}
 
 			// "Another build": any other XDP program in xdpsec's place.
-			other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-				Name: "xdpsec_classify", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer other.Close()
+			other := anotherBuildsProgram(t)
 			otherInfo, _ := other.Info()
 			otherID, _ := otherInfo.ID()
 
 			var want string // the tag of this build's program
-			err = p.A.Do(func() error {
+			err := p.A.Do(func() error {
 				d, err := Attach(p.IfA, ModeNative, opts)
 				if err != nil {
 					return err
@@ -754,6 +747,21 @@ func TestAttachReplacesAnotherBuildsProgram(t *testing.T) {
 			}
 		})
 	}
+}
+
+// anotherBuildsProgram stands in for the program of another xdpsec build:
+// an XDP_PASS program of the same name (closed at the test's end).
+func anotherBuildsProgram(t *testing.T) *ebpf.Program {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "xdpsec_classify", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
 }
 
 // openIn opens xdpsec on ifname inside ns.

@@ -95,22 +95,7 @@ func TestOtherHostNotSteered(t *testing.T) {
 	detachAtEnd(t, p.A, p.IfA, opts)
 	p.A.MustRun(t, "ip", "link", "set", p.IfA, "promisc", "on")
 
-	var (
-		d    *Datapath
-		sock *afxdp.Socket
-	)
-	err := p.A.Do(func() (err error) {
-		if d, err = Attach(p.IfA, ModeNative, opts); err != nil {
-			return err
-		}
-		sock, err = afxdp.Open(afxdp.Config{Ifindex: p.IndexA, Queue: 0, Mode: afxdp.BindCopy, FrameCount: 256, RxRingSize: 256, TxRingSize: 64, FillRingSize: 256, CompletionRingSize: 64})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	defer sock.Close()
+	d, sock := attachWithSocket(t, p, opts)
 	if got, err := d.LinkAddr(); err != nil || !bytes.Equal(got, p.MACA) {
 		t.Fatalf("link address after Attach: %v %v, want %s", got, err, p.MACA)
 	}
@@ -172,7 +157,7 @@ func TestOtherHostNotSteered(t *testing.T) {
 	// writes the new one, and the old one is another host's.
 	newMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
 	p.A.MustRun(t, "ip", "link", "set", "dev", p.IfA, "address", newMAC.String())
-	err = p.A.Do(func() error {
+	err := p.A.Do(func() error {
 		again, err := Attach(p.IfA, ModeAuto, opts)
 		if err != nil {
 			return err

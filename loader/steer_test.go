@@ -18,22 +18,7 @@ func TestSteerToXSK(t *testing.T) {
 	opts := quietOptions(testPinRoot(t))
 	detachAtEnd(t, p.A, p.IfA, opts)
 
-	var (
-		d    *Datapath
-		sock *afxdp.Socket
-	)
-	err := p.A.Do(func() (err error) {
-		if d, err = Attach(p.IfA, ModeNative, opts); err != nil {
-			return err
-		}
-		sock, err = afxdp.Open(afxdp.Config{Ifindex: p.IndexA, Queue: 0, Mode: afxdp.BindCopy, FrameCount: 256, RxRingSize: 256, TxRingSize: 64, FillRingSize: 256, CompletionRingSize: 64})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	defer sock.Close()
+	d, sock := attachWithSocket(t, p, opts)
 	key := SAKey{SPI: 0x5005, Dst: p.IPv4A, Proto: ProtoESP}
 	if err := d.PutSA(key, SA{ID: 55}); err != nil {
 		t.Fatal(err)
@@ -95,4 +80,32 @@ func TestSteerToXSK(t *testing.T) {
 	if err := d.SetXSK(d.xsks.MaxEntries(), sock.FD()); err == nil {
 		t.Error("SetXSK beyond the map accepted")
 	}
+}
+
+// attachWithSocket attaches xdpsec natively to p's A end and binds a small
+// copy-mode AF_XDP socket to its queue 0; both are closed at the test's end.
+func attachWithSocket(t *testing.T, p *testutil.VethPair, opts Options) (*Datapath, *afxdp.Socket) {
+	t.Helper()
+	var (
+		d    *Datapath
+		sock *afxdp.Socket
+	)
+	err := p.A.Do(func() (err error) {
+		if d, err = Attach(p.IfA, ModeNative, opts); err != nil {
+			return err
+		}
+		sock, err = afxdp.Open(afxdp.Config{Ifindex: p.IndexA, Queue: 0, Mode: afxdp.BindCopy, FrameCount: 256, RxRingSize: 256, TxRingSize: 64, FillRingSize: 256, CompletionRingSize: 64})
+		return err
+	})
+	if err != nil {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sock.Close()
+		d.Close()
+	})
+	return d, sock
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 
 	"github.com/xdpsec/xdpsec/bpf"
 	"github.com/xdpsec/xdpsec/internal/testutil"
@@ -32,16 +31,9 @@ func TestAttachOverAnEarlierBuildsCounters(t *testing.T) {
 
 	// "The earlier build": another program attached through xdpsec's
 	// bpf_link, and a pinned counter map one reason short.
-	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "xdpsec_classify", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := anotherBuildsProgram(t)
 	var dir string
-	err = p.A.Do(func() error {
+	err := p.A.Do(func() error {
 		d, err := Attach(p.IfA, ModeNative, opts)
 		if err != nil {
 			return err
