@@ -3,7 +3,17 @@ package ipsec
 import (
 	"crypto/subtle"
 	"encoding/binary"
+	"errors"
+	"fmt"
 )
+
+// ErrAHRoutingHeader is the error for a packet to protect with AH whose
+// IPv6 Routing header is of a type other than 0 and 2 (RFC 8754 SRH, RFC
+// 6554 RPL, ...) with Segments Left not 0: AH's ICV covers the header as
+// it will be at the final destination (RFC 4302 §3.3.3.1.2), which the
+// sender can predict only for the layouts of RFC 2460 §4.4 and RFC 6275
+// §6.4.
+var ErrAHRoutingHeader = errors.New("routing header type not supported for AH: its form at the final destination is unpredictable")
 
 // ahEncrypt inserts AH (RFC 4302) into the packet b[off:off+n] and returns
 // the new bounds; Encrypt checked room and parsed the packet into in.
@@ -83,7 +93,8 @@ func (sa *SA) ahDecrypt(sc *Scratch, frame []byte, off int, o *Outer, r *Result,
 // is at p[ahOff:], into s.sum: the IP header with mutable fields zeroed, AH
 // with the ICV zeroed, the payload, then the ESN high word. p is restored
 // before it returns. It reports false for headers it cannot normalise
-// (malformed options, or longer than maxSavedHeader).
+// (malformed options or routing header, a routing header whose final form
+// is unpredictable (see routingCheck), or longer than maxSavedHeader).
 func (sa *SA) ahICV(s *scratch, p []byte, ahOff, ahLen int, seq uint64) bool {
 	hdr := p[:ahOff+ahLen]
 	if len(hdr) > maxSavedHeader {
@@ -101,7 +112,10 @@ func (sa *SA) ahICV(s *scratch, p []byte, ahOff, ahLen int, seq uint64) bool {
 
 // zeroMutable zeroes the fields of the IP header h (with IPv4 options or
 // IPv6 extension headers, up to AH) that may change in transit, RFC 4302
-// §3.3.3.1 and Appendix A, as Linux's ah4/ah6 do.
+// §3.3.3.1 and Appendix A, and puts a type 0 or 2 IPv6 Routing header and
+// the destination address in the form they have at the final destination
+// (routingFinal). It reports false, h partly rewritten, for headers it
+// cannot normalise.
 func zeroMutable(h []byte) bool {
 	if h[0]>>4 == 4 {
 		ihl := int(h[0]&0xf) * 4
@@ -157,6 +171,9 @@ func zeroMutable(h []byte) bool {
 		if off+hl > len(h) {
 			return false
 		}
+		if nh == protoRouting && !routingFinal(h, off, hl) {
+			return false
+		}
 		if nh == protoHopByHop || nh == protoDestOpts {
 			// Options whose type has the "may change en route" bit: data zeroed.
 			for i := off + 2; i < off+hl; {
@@ -178,4 +195,121 @@ func zeroMutable(h []byte) bool {
 		off += hl
 	}
 	return true
+}
+
+// Routing header types whose address list AH can predict: RFC 2460 §4.4
+// type 0 (deprecated by RFC 5095, but the layout is the reference one) and
+// RFC 6275 §6.4 type 2 (Mobile IPv6, exactly one address).
+const (
+	routingType0 = 0
+	routingType2 = 2
+)
+
+// routingProblem is routingCheck's answer.
+type routingProblem uint8
+
+const (
+	routingOK routingProblem = iota
+	// routingMalformed: Hdr Ext Len odd (not a whole number of addresses)
+	// for type 0, not 2 for type 2, or Segments Left above the number of
+	// addresses.
+	routingMalformed
+	// routingUnpredictable: a type AH does not know with Segments Left not
+	// 0.
+	routingUnpredictable
+)
+
+// routingCheck judges the Routing header rh (its Hdr Ext Len already
+// checked against the packet) without writing to it.
+func routingCheck(rh []byte) routingProblem {
+	typ, sl := rh[2], int(rh[3])
+	if typ != routingType0 && typ != routingType2 {
+		// With nothing left to visit, no node on the way changes it: any
+		// type is immutable as it is.
+		if sl == 0 {
+			return routingOK
+		}
+		return routingUnpredictable
+	}
+	if rh[1]%2 != 0 || (typ == routingType2 && rh[1] != 2) || sl > int(rh[1])/2 {
+		return routingMalformed
+	}
+	return routingOK
+}
+
+// routingFinal rewrites the type 0 or 2 Routing header at h[off:off+hl]
+// and the destination address in the IPv6 header h to the form they have
+// when the packet reaches its final destination, which is what AH's ICV
+// covers (RFC 4302 §3.3.3.1.2: mutable but predictable). It reports false
+// where routingCheck finds a problem.
+//
+// Derivation, RFC 2460 §4.4 (RFC 6275 §6.4 processes type 2 the same way
+// with n = 1): the header holds n = Hdr Ext Len / 2 addresses A[1..n].
+// Each node the packet is addressed to while Segments Left (SL) is not 0
+// computes i = n - SL + 1, swaps the IPv6 destination with A[i] and
+// decrements SL. A packet sent with destination D0 and SL = n thus visits
+// D0, A[1], ..., A[n]; the j-th swap happens at the node it was
+// addressed to, A[j-1] (D0 for j = 1), which it writes into slot j while
+// making A[j] the destination: after j swaps the list is D0, A[1..j-1],
+// A[j+1..n]. Hence, with k = n - SL segments already processed and current
+// destination D:
+//   - slots 1..k hold the nodes left so far and never change again;
+//   - the remaining hops are D, A[k+1], ..., A[n]; each is written into the
+//     next slot when left, so at the end slot k+1 holds D and slots
+//     k+2..n hold A[k+1..n-1];
+//   - the final destination is A[n], the last address, and SL is 0.
+//
+// With SL = 0 nothing moves. The Type and the Reserved field are
+// immutable; Hdr Ext Len never changes.
+func routingFinal(h []byte, off, hl int) bool {
+	rh := h[off : off+hl]
+	if routingCheck(rh) != routingOK {
+		return false
+	}
+	typ, sl := rh[2], int(rh[3])
+	if sl == 0 || (typ != routingType0 && typ != routingType2) {
+		return true
+	}
+	n := int(rh[1]) / 2
+	k := n - sl
+	slot := func(j int) []byte { return rh[8+16*(j-1) : 8+16*j] } // A[j], 1-based
+	var final [16]byte
+	copy(final[:], slot(n))
+	// A[k+1..n-1] move up one slot (copy is a memmove), D into slot k+1.
+	copy(rh[8+16*(k+1):8+16*n], rh[8+16*k:8+16*(n-1)])
+	copy(slot(k+1), h[24:40])
+	copy(h[24:40], final[:])
+	rh[3] = 0
+	return true
+}
+
+// ahCheckOut returns the error Encrypt owes the caller for a packet p
+// (parsed by parseInner into in) whose AH ICV cannot be computed because
+// of its IPv6 Routing header: ErrAHRoutingHeader for a type whose final
+// form is unpredictable, ErrBadPacket for a malformed one. Only transport
+// mode covers the packet's own header; in tunnel mode it is payload.
+func (sa *SA) ahCheckOut(p []byte, in *inner) error {
+	if sa.p.Proto != ProtoAH || sa.p.Mode != ModeTransport || !in.v6 {
+		return nil
+	}
+	nh := p[6]
+	for off := 40; off < in.l3Len; {
+		hl := (int(p[off+1]) + 1) * 8
+		if nh == protoFragment {
+			hl = 8
+		}
+		if nh == protoRouting {
+			switch routingCheck(p[off : off+hl]) {
+			case routingUnpredictable:
+				return fmt.Errorf("encrypt: routing header type %d with segments left %d: %w",
+					p[off+2], p[off+3], ErrAHRoutingHeader)
+			case routingMalformed:
+				return fmt.Errorf("encrypt: malformed type %d routing header (hdr ext len %d, segments left %d): %w",
+					p[off+2], p[off+1], p[off+3], ErrBadPacket)
+			}
+		}
+		nh = p[off]
+		off += hl
+	}
+	return nil
 }
