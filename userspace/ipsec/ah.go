@@ -254,10 +254,12 @@ func routingCheck(rh []byte) routingProblem {
 // A[j+1..n]. Hence, with k = n - SL segments already processed and current
 // destination D:
 //   - slots 1..k hold the nodes left so far and never change again;
-//   - the remaining hops are D, A[k+1], ..., A[n]; each is written into the
-//     next slot when left, so at the end slot k+1 holds D and slots
-//     k+2..n hold A[k+1..n-1];
-//   - the final destination is A[n], the last address, and SL is 0.
+//   - the remaining hops are D, then the addresses slots k+1..n hold now;
+//     each node writes itself into the next slot as it forwards, so at the
+//     end slot k+1 holds D and slots k+2..n hold what slots k+1..n-1 hold
+//     now;
+//   - the final destination is what slot n holds now, the last address,
+//     and SL is 0.
 //
 // With SL = 0 nothing moves. The Type and the Reserved field are
 // immutable; Hdr Ext Len never changes.
