@@ -284,3 +284,24 @@ func TestAHRoutingZeroAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per packet", allocs)
 	}
 }
+
+// TestAHEncryptRefusesUnpredictableRoute: Encrypt itself refuses, before it
+// spends a sequence number, a transport-mode packet whose routing header
+// the ICV cannot cover as the receiver will see it (it used to go out with
+// an all-zero ICV that the peer drops as bad-icv).
+func TestAHEncryptRefusesUnpredictableRoute(t *testing.T) {
+	p := SAParams{Proto: ProtoAH, Mode: ModeTransport, SPI: 0x7009, Src: addr6a, Dst: rtFinal,
+		ReplayWindow: 32, Auth: AlgorithmKey{Name: "hmac(sha256)", Key: key(32, 4), ICVBits: 128}}
+	tx := mustSA(t, p)
+	srh := rtPacket(rtHop1, 4, 2, -1, rtFinal, rtHop2)
+	f := frameWith(srh)
+	if _, _, err := tx.Encrypt(f, testHead, len(srh)); !errors.Is(err, ErrAHRoutingHeader) {
+		t.Fatalf("Encrypt of a type 4 routing header with segments left 2: %v, want ErrAHRoutingHeader", err)
+	}
+	// The next packet gets sequence number 1: the refused one spent none.
+	sent := seal(t, tx, rtPacket(rtHop1, 0, 2, -1, rtHop2, rtFinal))
+	rhLen := (int(sent[41]) + 1) * 8
+	if seq := binary.BigEndian.Uint32(sent[40+rhLen+8:]); seq != 1 {
+		t.Errorf("sequence number after the refusal = %d, want 1", seq)
+	}
+}

@@ -73,6 +73,14 @@ func (sa *SA) checkOut(frame []byte, off, n int, in *inner) error {
 		if sa.p.Proto == ProtoESP && in.proto == protoESP {
 			return fmt.Errorf("encrypt: packet is ESP already: %w", ErrBadPacket)
 		}
+		if sa.p.Proto == ProtoAH {
+			// Headers the ICV cannot be computed over as the receiver
+			// will see them: refused here, before a sequence number is
+			// spent on a packet the peer would drop as bad-icv.
+			if err := sa.ahCheckOut(frame[off:off+n], in); err != nil {
+				return err
+			}
+		}
 	}
 	if off < head || off+n+tail > len(frame) {
 		return fmt.Errorf("encrypt: need %d bytes of headroom and %d of tailroom, have %d and %d: %w",
