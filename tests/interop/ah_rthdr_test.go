@@ -1,11 +1,9 @@
 package interop
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -33,14 +31,7 @@ func (c rthdrCase) spec(dst string) string {
 
 func runRthdrScript(t *testing.T, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{"scapy_ah_rthdr.py"}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scapy_ah_rthdr.py %s: %v\n%s", args[0], err, stderr.String())
-	}
-	return out
+	return runPython(t, "scapy_ah_rthdr.py", args...)
 }
 
 // TestScapyAHRoutingHeader: AH over IPv6 (transport, HMAC-SHA-256-128)

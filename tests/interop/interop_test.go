@@ -247,12 +247,19 @@ func needScapy(t *testing.T) {
 
 func runScript(t *testing.T, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{"scapy_ipsec.py"}, args...)...)
+	return runPython(t, "scapy_ipsec.py", args...)
+}
+
+// runPython runs one of this directory's scapy scripts and returns its
+// stdout; a failure ends the test with the script's stderr.
+func runPython(t *testing.T, script string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(python, append([]string{script}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("scapy_ipsec.py %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, stderr.String())
 	}
 	return out
 }
