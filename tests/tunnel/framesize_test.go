@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -329,11 +328,6 @@ func BenchmarkFrameSizeTCP(b *testing.B) {
 		}
 		ratios = append(ratios, got["mtu3000-4096"]/got["mtu3000-2048"])
 		b.Log(line)
-	}
-	median := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[len(s)/2]
 	}
 	for _, c := range configs {
 		b.ReportMetric(median(mbits[c.name]), c.name+"-Mbit/s")

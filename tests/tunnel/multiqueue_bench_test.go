@@ -77,11 +77,6 @@ func BenchmarkMultiQueueTCP(b *testing.B) {
 		ratios = append(ratios, got["q2"]/got["q1"])
 		b.Log(line)
 	}
-	median := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
 	for _, c := range configs {
 		b.ReportMetric(median(mbits[c.name]), c.name+"-Mbit/s")
 		b.ReportMetric(median(replay[c.name]), c.name+"-replay-%")
@@ -171,4 +166,12 @@ func cpuTimes(tb testing.TB) cpuTime {
 		}
 	}
 	return c
+}
+
+// median returns the middle value of v (the upper one of an even count),
+// leaving v as it is.
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

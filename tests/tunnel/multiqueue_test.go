@@ -187,16 +187,7 @@ func TestMultiQueueOneSA(t *testing.T) {
 
 		const perFlow = 16
 		const n = mqFlows * perFlow
-		a0, b0 := a.SettledStats(), b.SettledStats()
-		udpFlows(t, p, netip.MustParseAddrPort("198.51.100.2:4789"), mqFlows, perFlow, 1000)
-		a1, b1 := a.SettledStats(), b.SettledStats()
-		if t.Failed() {
-			t.Fatalf("UDP flows lost datagrams%s", xdpsectest.Dump(a, b))
-		}
-
-		_, txA := socketDeltas(a0, a1, p.IfA)
-		rxB, _ := socketDeltas(b0, b1, p.IfB)
-		t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
+		a0, a1, b0, b1, txA, rxB := mqBurst(t, p, a, b, perFlow)
 		bothQueues(t, "A's sockets sent", txA, n)
 		bothQueues(t, "B's sockets received", rxB, n)
 		// The veth delivers what A's socket q sent to B's rx queue q.
@@ -599,15 +590,7 @@ func TestMultiQueuePerQueueSend(t *testing.T) {
 
 		const perFlow = 16
 		const n = mqFlows * perFlow
-		a0, b0 := a.SettledStats(), b.SettledStats()
-		udpFlows(t, p, netip.MustParseAddrPort("198.51.100.2:4789"), mqFlows, perFlow, 1000)
-		a1, b1 := a.SettledStats(), b.SettledStats()
-		if t.Failed() {
-			t.Fatalf("UDP flows lost datagrams%s", xdpsectest.Dump(a, b))
-		}
-		_, txA := socketDeltas(a0, a1, p.IfA)
-		rxB, _ := socketDeltas(b0, b1, p.IfB)
-		t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
+		a0, a1, b0, b1, txA, rxB := mqBurst(t, p, a, b, perFlow)
 		bothQueues(t, "A's sockets sent", txA, n)
 		var sum uint64
 		for q, k := range keys {
@@ -693,6 +676,24 @@ func countBySourcePort(c *net.UDPConn, n int, idle time.Duration) <-chan map[int
 // bothQueues reports an error unless each of the two queues of per carried
 // packets and together they carried exactly n; what says whose they are
 // ("A's sockets sent").
+// mqBurst sends perFlow 1000-byte datagrams on each of mqFlows UDP flows
+// from A to B (any loss fails the test with the daemons' stats), and
+// returns both daemons' settled stats around the burst and the ESP packets
+// per queue that A's sockets sent and B's received.
+func mqBurst(t *testing.T, p *testutil.VethPair, a, b *xdpsectest.Daemon, perFlow int) (a0, a1, b0, b1 engine.Stats, txA, rxB map[int]uint64) {
+	t.Helper()
+	a0, b0 = a.SettledStats(), b.SettledStats()
+	udpFlows(t, p, netip.MustParseAddrPort("198.51.100.2:4789"), mqFlows, perFlow, 1000)
+	a1, b1 = a.SettledStats(), b.SettledStats()
+	if t.Failed() {
+		t.Fatalf("UDP flows lost datagrams%s", xdpsectest.Dump(a, b))
+	}
+	_, txA = socketDeltas(a0, a1, p.IfA)
+	rxB, _ = socketDeltas(b0, b1, p.IfB)
+	t.Logf("ESP per queue: A sent %v, B received %v", txA, rxB)
+	return a0, a1, b0, b1, txA, rxB
+}
+
 func bothQueues(t *testing.T, what string, per map[int]uint64, n uint64) {
 	t.Helper()
 	if per[0] == 0 || per[1] == 0 || per[0]+per[1] != n {
